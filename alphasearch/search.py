@@ -1,0 +1,392 @@
+"""The study driver: one Optuna study per (study, proxy width, depth), trials dispatched to an Executor.
+
+Every Optuna study lives in the same database as the rest of alphasearch and is named
+`alphasearch/<study id>/w<width>-d<depth>` (plus `/rmsnorm` for the baseline), so a user can open it:
+
+    >>> import optuna
+    >>> s = optuna.load_study(study_name="alphasearch/3f2a.../w64-d4", storage="sqlite:///...")  # doctest: +SKIP
+
+How trials are recorded (what a reader of the Optuna tables needs to know):
+- user attr `outcome`: completed | diverged | stalled | pruned | failed | cancelled.
+- completed: state COMPLETE, value = mean final val loss over the trial's seeds.
+- diverged: a RESULT, never retried. State COMPLETE with value = ln(vocab) (the loss of knowing nothing)
+  so samplers steer away from the unstable region; `diverged_at_step` says where. The analysis reads
+  `outcome` and keeps diverged trials out of the loss surface.
+- pruned: state PRUNED (Optuna's own). cancelled: state FAIL.
+- failed: a crash. Infrastructure failures (a worker died) are re-run up to `max_retries` times; Optuna's
+  heartbeat + RetryFailedTrialCallback re-queue trials whose driver died mid-flight.
+Identical runs are served from the content-addressed ResultCache across studies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from alphasearch.cache import ResultCache, json_safe
+from alphasearch.executor import Executor, Failed, Finished, TrialRequest
+from alphasearch.spec import StudySpec
+from alphasearch.train import TrainResult
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+HEARTBEAT_INTERVAL_S = 5  # in-flight trials are marked alive this often
+GRACE_PERIOD_S = 20  # a RUNNING trial silent this long belongs to a dead driver: fail + re-queue it
+PARAMS = ("alpha_attn", "alpha_ffn")
+
+
+def optuna_study_name(study_id: str, width: int, depth: int, *, baseline: bool = False) -> str:
+    return f"alphasearch/{study_id}/w{width}-d{depth}" + ("/rmsnorm" if baseline else "")
+
+
+def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna storage on the shared database, with heartbeats so a dead driver's trials are re-run."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        # SQLite: wait for the writer lock instead of failing when the service reads concurrently.
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 30}}
+    return optuna.storages.RDBStorage(
+        url,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        grace_period=GRACE_PERIOD_S,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+        **kwargs,
+    )
+
+
+def make_sampler(spec: StudySpec, lane_index: int) -> optuna.samplers.BaseSampler:
+    seed = spec.sampler_seed * 1000 + lane_index
+    if spec.sampler == "grid":
+        k = math.isqrt(spec.trials_per_width)
+        return optuna.samplers.GridSampler(
+            {"alpha_attn": _log_grid(*spec.alpha_attn_range, k), "alpha_ffn": _log_grid(*spec.alpha_ffn_range, k)},
+            seed=seed,
+        )
+    if spec.sampler == "tpe":
+        startup = max(4, spec.trials_per_width // 4)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
+    if spec.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, spec.trials_per_width // 5))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    if spec.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=spec.eval_interval, reduction_factor=3)
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=spec.eval_interval)
+    return optuna.pruners.NopPruner()
+
+
+def _log_grid(lo: float, hi: float, k: int) -> list[float]:
+    return [float(lo * (hi / lo) ** (i / (k - 1))) for i in range(k)] if k > 1 else [math.sqrt(lo * hi)]
+
+
+@dataclass
+class Lane:
+    """One Optuna study: the DyT search at one (width, depth), or the RMSNorm baseline there."""
+
+    width: int
+    depth: int
+    baseline: bool
+    study: optuna.Study
+    budget: int
+    seeds: list[int]
+
+    @property
+    def label(self) -> str:
+        return f"w{self.width} d{self.depth}" + (" rmsnorm" if self.baseline else "")
+
+
+@dataclass
+class _Flight:
+    """An Optuna trial in flight: one executor run per seed."""
+
+    lane: Lane
+    trial: optuna.Trial
+    handles: set[int] = field(default_factory=set)
+    requests: dict[int, tuple[int, TrialRequest]] = field(default_factory=dict)  # handle -> (seed, request)
+    results: dict[int, TrainResult] = field(default_factory=dict)  # seed -> result
+    errors: list[str] = field(default_factory=list)
+    retries: int = 0
+    stop_reason: str | None = None
+
+
+@dataclass
+class LaneProgress:
+    label: str
+    done: int
+    total: int
+    best: float | None
+
+
+ProgressHook = Callable[[list[LaneProgress]], None]
+
+
+class StudyRunner:
+    """Drives every lane of one study to its budget, keeping the executor's capacity busy.
+
+    Re-running a study id resumes it: finished trials are kept, trials left RUNNING by a dead driver
+    are failed and re-queued by Optuna's heartbeat machinery after GRACE_PERIOD_S.
+    """
+
+    def __init__(
+        self,
+        spec: StudySpec,
+        study_id: str,
+        storage_url: str,
+        executor: Executor,
+        *,
+        cache: ResultCache | None = None,
+        on_progress: ProgressHook | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        max_retries: int = 3,
+    ) -> None:
+        self.spec, self.study_id, self.executor = spec, study_id, executor
+        self.storage = make_storage(storage_url)
+        self.cache = cache
+        self.on_progress = on_progress
+        self.should_cancel = should_cancel or (lambda: False)
+        self.max_retries = max_retries
+        self.lanes = self._make_lanes()
+        self._flights: dict[int, _Flight] = {}  # executor handle -> flight
+        self._last_heartbeat = 0.0
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def _make_lanes(self) -> list[Lane]:
+        spec, lanes = self.spec, []
+        for depth in spec.proxy_depths:
+            for width in spec.proxy_widths:
+                for baseline in (False, True) if spec.rmsnorm_baseline else (False,):
+                    name = optuna_study_name(self.study_id, width, depth, baseline=baseline)
+                    study = optuna.create_study(
+                        study_name=name,
+                        storage=self.storage,
+                        sampler=make_sampler(spec, len(lanes)),
+                        pruner=make_pruner(spec) if not baseline else optuna.pruners.NopPruner(),
+                        direction="minimize",
+                        load_if_exists=True,
+                    )
+                    study.set_user_attr("alphasearch_study", self.study_id)
+                    study.set_user_attr("spec", json_safe(spec.to_dict()))
+                    study.set_user_attr("width", width)
+                    study.set_user_attr("depth", depth)
+                    study.set_user_attr("norm", "rmsnorm" if baseline else spec.norm)
+                    seeds = list(range(max(2, spec.seeds) if baseline else spec.seeds))
+                    lanes.append(Lane(width, depth, baseline, study, 1 if baseline else spec.trials_per_width, seeds))
+        return lanes
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run until every lane met its budget; return "completed" or "cancelled"."""
+        cancelled = False
+        while True:
+            if not cancelled and self.should_cancel():
+                cancelled = True
+                for handle, flight in self._flights.items():
+                    flight.stop_reason = "cancelled"
+                    self.executor.stop(handle, "cancelled")
+            if not cancelled:
+                self._fill()
+            self._heartbeat()
+            self._report()
+            if not self._flights:
+                if cancelled or self._all_done():
+                    return "cancelled" if cancelled else "completed"
+                time.sleep(1.0)  # waiting for a dead driver's trials to go stale (see GRACE_PERIOD_S)
+                continue
+            for event in self.executor.poll(timeout=1.0):
+                self._handle(event)
+
+    def _counts(self, lane: Lane) -> tuple[int, int]:
+        """(finished trials, trials running somewhere) for a lane, from the database."""
+        states = optuna.trial.TrialState
+        trials = lane.study.get_trials(deepcopy=False)
+        done = sum(
+            1
+            for t in trials
+            if t.state in (states.COMPLETE, states.PRUNED)
+            or (t.state == states.FAIL and t.user_attrs.get("final"))
+        )
+        running = sum(1 for t in trials if t.state == states.RUNNING)
+        return done, running
+
+    def _all_done(self) -> bool:
+        for lane in self.lanes:
+            optuna.storages.fail_stale_trials(lane.study)
+            done, _ = self._counts(lane)
+            if done < lane.budget:
+                return False
+        return True
+
+    def _fill(self) -> None:
+        """Ask new trials, round-robin over lanes, until the executor's capacity is used."""
+        progressed = True
+        while progressed and self._runs_in_flight() < self.executor.capacity:
+            progressed = False
+            for lane in self.lanes:
+                if self._runs_in_flight() >= self.executor.capacity:
+                    return
+                optuna.storages.fail_stale_trials(lane.study)
+                done, running = self._counts(lane)
+                if done + running >= lane.budget:
+                    continue
+                self._start(lane)
+                progressed = True
+
+    def _runs_in_flight(self) -> int:
+        return len(self._flights)
+
+    def _start(self, lane: Lane) -> None:
+        spec = self.spec
+        if lane.baseline:
+            trial = lane.study.ask()
+            alphas = (1.0, 1.0)
+        else:
+            trial = lane.study.ask(
+                {
+                    "alpha_attn": optuna.distributions.FloatDistribution(*spec.alpha_attn_range, log=True),
+                    "alpha_ffn": optuna.distributions.FloatDistribution(*spec.alpha_ffn_range, log=True),
+                }
+            )
+            alphas = (trial.params["alpha_attn"], trial.params["alpha_ffn"])
+        self.storage.record_heartbeat(trial._trial_id)
+        model = spec.model_config(lane.width, lane.depth, *alphas, norm="rmsnorm" if lane.baseline else None)
+        flight = _Flight(lane, trial)
+        for seed in lane.seeds:
+            request = TrialRequest.build(
+                model, spec.train_config(seed=seed), spec.corpus, f"{lane.label} #{trial.number} seed {seed}"
+            )
+            cached = self.cache.get(request.key()) if self.cache else None
+            if cached is not None:
+                flight.results[seed] = cached
+                continue
+            handle = self.executor.submit(request, self._progress_callback(flight, seed))
+            flight.handles.add(handle)
+            self._flights[handle] = flight
+            flight.requests[handle] = (seed, request)
+        if not flight.handles:  # every seed came from the cache
+            self._finish(flight)
+
+    def _progress_callback(self, flight: _Flight, seed: int) -> Callable[[int, float], str | None]:
+        def on_progress(step: int, val_loss: float) -> str | None:
+            if flight.stop_reason:
+                return flight.stop_reason
+            if seed != flight.lane.seeds[0] or not math.isfinite(val_loss):
+                return None  # the first seed speaks for the trial in pruning decisions
+            flight.trial.report(val_loss, step)
+            if flight.trial.should_prune():
+                flight.stop_reason = "pruned"
+                for handle in flight.handles:
+                    if handle in self._flights:
+                        self.executor.stop(handle, "pruned")
+                return "pruned"
+            return None
+
+        return on_progress
+
+    # -- results -----------------------------------------------------------------------------------
+    def _handle(self, event: Finished | Failed) -> None:
+        flight = self._flights.pop(event.handle, None)
+        if flight is None:
+            return
+        seed, request = flight.requests[event.handle]
+        if isinstance(event, Failed):
+            if event.infrastructure and flight.retries < self.max_retries and not flight.stop_reason:
+                flight.retries += 1  # the worker died, not the run: run it again elsewhere
+                flight.errors.append(f"retry {flight.retries}: {event.error}")
+                handle = self.executor.submit(request, self._progress_callback(flight, seed))
+                flight.handles.add(handle)
+                flight.requests[handle] = (seed, request)
+                self._flights[handle] = flight
+                return
+            flight.errors.append(event.error)
+        else:
+            flight.results[seed] = event.result
+            if self.cache is not None:
+                self.cache.put(request.key(), event.result)
+        flight.handles.discard(event.handle)
+        if not flight.handles:
+            self._finish(flight)
+
+    def _finish(self, flight: _Flight) -> None:
+        study, trial = flight.lane.study, flight.trial
+        results = [flight.results[s] for s in sorted(flight.results)]
+        attrs: dict[str, Any] = {
+            "seeds": sorted(flight.results),
+            "seed_losses": [r.final_val_loss for r in results],
+            "runs": [_run_summary(r) for r in results],
+        }
+        if flight.errors:
+            attrs["errors"] = [e[-2000:] for e in flight.errors]
+        outcome, value, state = _classify(flight, results)
+        attrs["outcome"] = outcome
+        if outcome == "diverged":
+            attrs["diverged_at_step"] = min(r.diverged_at_step or 0 for r in results if r.diverged)
+        if state == optuna.trial.TrialState.FAIL:
+            attrs["final"] = True  # counts towards the budget: not re-run by this driver
+        for key, val in attrs.items():
+            trial.set_user_attr(key, json_safe(val))
+        study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heartbeat < HEARTBEAT_INTERVAL_S / 2:
+            return
+        self._last_heartbeat = now
+        for flight in {id(f): f for f in self._flights.values()}.values():
+            self.storage.record_heartbeat(flight.trial._trial_id)
+
+    def _report(self) -> None:
+        if self.on_progress is None:
+            return
+        rows = []
+        for lane in self.lanes:
+            done, _ = self._counts(lane)
+            values = [
+                t.value
+                for t in lane.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.user_attrs.get("outcome") == "completed" and t.value is not None
+            ]
+            rows.append(LaneProgress(lane.label, done, lane.budget, min(values) if values else None))
+        self.on_progress(rows)
+
+
+def _classify(flight: _Flight, results: list[TrainResult]) -> tuple[str, float | None, Any]:
+    states = optuna.trial.TrialState
+    if flight.stop_reason == "cancelled":
+        return "cancelled", None, states.FAIL
+    if flight.stop_reason == "pruned" or any(r.stopped == "pruned" for r in results):
+        return "pruned", None, states.PRUNED
+    if not results:
+        return "failed", None, states.FAIL
+    if any(r.diverged for r in results):
+        vocab = flight.lane.study.user_attrs.get("spec", {}).get("vocab_size", 256)
+        return "diverged", math.log(vocab), states.COMPLETE
+    losses = [r.final_val_loss for r in results if r.final_val_loss is not None]
+    if len(losses) < len(flight.lane.seeds):
+        return "failed", None, states.FAIL
+    return "completed", sum(losses) / len(losses), states.COMPLETE
+
+
+def _run_summary(result: TrainResult) -> dict[str, Any]:
+    """What the trial view shows per seed (the full val curve included: it is small)."""
+    return {
+        "final_val_loss": result.final_val_loss,
+        "val_curve": result.val_curve,
+        "diverged": result.diverged,
+        "diverged_at_step": result.diverged_at_step,
+        "stopped": result.stopped,
+        "steps_done": result.steps_done,
+        "alphas": result.alphas,
+        "embed_scale": result.embed_scale,
+        "tokens_per_s": result.tokens_per_s,
+        "wall_time_s": result.wall_time_s,
+        "n_params": result.n_params,
+        "diagnostics": result.diagnostics,
+    }

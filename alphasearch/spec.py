@@ -1,0 +1,318 @@
+"""StudySpec: what a user asks alphasearch to find, and the presets that fill in everything else.
+
+Split out of search.py because the spec is a user-facing contract on its own (CLI flags, REST bodies,
+YAML batch files) while search.py is the machinery that runs it.
+
+The minimal form names a preset and the target; every other field has a preset default and can be
+overridden by name in the same flat object:
+
+    >>> spec = StudySpec.from_dict({"preset": "smoke", "target_width": 4096, "target_depth": 32})
+    >>> spec.proxy_widths, spec.sampler
+    ([32, 64], 'random')
+    >>> StudySpec.from_dict({"preset": "smoke", "target_width": 48, "target_depth": 32})
+    Traceback (most recent call last):
+    ...
+    alphasearch.errors.ConfigError: proxy_widths: proxy width 64 is not smaller than target_width 48; ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from alphasearch.config import ATTENTIONS, EMBED_SCALES, ModelConfig, TrainConfig
+from alphasearch.errors import ConfigError
+
+SAMPLERS = ("grid", "tpe", "gp", "random")
+PRUNERS = ("none", "asha", "median")
+SEARCH_NORMS = ("dyt", "derf")
+
+# Presets, sized for the machines they name. Each value says why where it is not obvious.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds: for tests and for checking an installation. Too small to mean anything.
+    "smoke": {
+        "proxy_widths": [32, 64],
+        "proxy_depths": [2],
+        "trials_per_width": 4,
+        "tokens_per_trial": 16 * 64 * 30,  # 30 steps of 16 x 64 bytes
+        "batch_size": 16,
+        "seq_len": 64,
+        "sampler": "random",
+        "pruner": "none",
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "eval_interval": 10,
+        "rmsnorm_baseline": False,
+        "max_total_tokens": 10_000_000,
+    },
+    # Minutes on a 2-core laptop: three proxy widths, a 3x3 grid each, short runs.
+    "quick": {
+        "proxy_widths": [32, 64, 128],
+        "proxy_depths": [4],
+        "trials_per_width": 9,
+        "tokens_per_trial": 32 * 128 * 150,
+        "batch_size": 32,
+        "seq_len": 128,
+        "sampler": "grid",
+        "pruner": "none",
+        "lr": 3e-3,
+        "warmup_steps": 20,
+        "eval_interval": 50,
+        "rmsnorm_baseline": True,
+        "max_total_tokens": 200_000_000,
+    },
+    # An hour or a few on a workstation: four widths, TPE + ASHA, longer runs.
+    "standard": {
+        "proxy_widths": [64, 128, 256, 512],
+        "proxy_depths": [4],
+        "trials_per_width": 24,
+        "tokens_per_trial": 32 * 256 * 600,
+        "batch_size": 32,
+        "seq_len": 256,
+        "sampler": "tpe",
+        "pruner": "asha",
+        "lr": 2e-3,
+        "warmup_steps": 60,
+        "eval_interval": 100,
+        "rmsnorm_baseline": True,
+        "max_total_tokens": 5_000_000_000,
+    },
+    # A GPU cluster: wider proxies, several depths, Chinchilla-ish token counts for the small widths.
+    "paper-like": {
+        "proxy_widths": [128, 256, 512, 1024],
+        "proxy_depths": [8, 16],
+        "trials_per_width": 40,
+        "tokens_per_trial": 64 * 1024 * 2000,
+        "batch_size": 64,
+        "seq_len": 1024,
+        "sampler": "gp",
+        "pruner": "asha",
+        "lr": 1e-3,
+        "warmup_steps": 200,
+        "eval_interval": 200,
+        "rmsnorm_baseline": True,
+        "max_total_tokens": 10**12,
+    },
+}
+
+
+@dataclass
+class StudySpec:
+    """One study: search alpha0 at several proxy widths and extrapolate to (target_width, target_depth)."""
+
+    target_width: int
+    target_depth: int
+    preset: str = "quick"
+    name: str | None = None
+    proxy_widths: list[int] = field(default_factory=list)
+    proxy_depths: list[int] = field(default_factory=list)
+    norm: str = "dyt"  # dyt | derf
+    attention: str = "standard"  # standard | differential
+    # Log-scale alpha0 ranges. Published optima span 0.05..1+, and tiny proxies may prefer > 1.
+    alpha_attn_range: tuple[float, float] = (0.05, 4.0)
+    alpha_ffn_range: tuple[float, float] = (0.02, 4.0)
+    sampler: str = ""
+    pruner: str = ""
+    trials_per_width: int = 0
+    tokens_per_trial: int = 0
+    batch_size: int = 0
+    seq_len: int = 0
+    seeds: int = 1  # replicate runs per alpha point (seeds 0..seeds-1); the trial value is their mean
+    lr: float = 0.0
+    warmup_steps: int = -1
+    eval_interval: int = 0
+    rmsnorm_baseline: bool | None = None
+    head_dim: int = 32
+    embed_scale: str = "unit_rms"  # the proxy parametrisation; recorded with every study
+    corpus: str | None = None  # None = the default Shakespeare corpus; else a text file or folder
+    sampler_seed: int = 0
+    max_total_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError("preset", f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        for key, value in PRESETS[self.preset].items():
+            if _is_unset(getattr(self, key)):
+                setattr(self, key, list(value) if isinstance(value, list) else value)
+        self.alpha_attn_range = _range("alpha_attn_range", self.alpha_attn_range)
+        self.alpha_ffn_range = _range("alpha_ffn_range", self.alpha_ffn_range)
+        self._validate()
+
+    # -- validation --------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        _int("target_width", self.target_width, lo=8, hi=1_000_000)
+        _int("target_depth", self.target_depth, lo=1, hi=10_000)
+        if not self.proxy_widths:
+            raise ConfigError("proxy_widths", "give at least one proxy width, e.g. [64, 128, 256]")
+        for w in self.proxy_widths:
+            _int("proxy_widths", w, lo=8, hi=65_536)
+            if w >= self.target_width:
+                raise ConfigError(
+                    "proxy_widths",
+                    f"proxy width {w} is not smaller than target_width {self.target_width}; "
+                    "proxies must be narrower than the model you will train",
+                )
+            if w % self.head_dim:
+                raise ConfigError(
+                    "proxy_widths", f"proxy width {w} is not a multiple of head_dim {self.head_dim}; "
+                    f"use multiples of {self.head_dim} or change head_dim",
+                )
+        if len(set(self.proxy_widths)) != len(self.proxy_widths):
+            raise ConfigError("proxy_widths", "contains duplicates; list each width once")
+        self.proxy_widths = sorted(self.proxy_widths)
+        if not self.proxy_depths:
+            raise ConfigError("proxy_depths", "give at least one proxy depth, e.g. [4]")
+        for d in self.proxy_depths:
+            _int("proxy_depths", d, lo=1, hi=256)
+        self.proxy_depths = sorted(set(self.proxy_depths))
+        if self.norm not in SEARCH_NORMS:
+            raise ConfigError(
+                "norm", f"got {self.norm!r}; alpha0 can be searched for {', '.join(SEARCH_NORMS)} only"
+            )
+        if self.attention not in ATTENTIONS:
+            raise ConfigError("attention", f"got {self.attention!r}; use one of {', '.join(ATTENTIONS)}")
+        if self.embed_scale not in EMBED_SCALES:
+            raise ConfigError("embed_scale", f"got {self.embed_scale!r}; use one of {', '.join(EMBED_SCALES)}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError("sampler", f"got {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise ConfigError("pruner", f"got {self.pruner!r}; use one of {', '.join(PRUNERS)}")
+        _int("trials_per_width", self.trials_per_width, lo=1, hi=10_000)
+        _int("seeds", self.seeds, lo=1, hi=32)
+        _int("batch_size", self.batch_size, lo=1, hi=65_536)
+        _int("seq_len", self.seq_len, lo=2, hi=65_536)
+        _int("tokens_per_trial", self.tokens_per_trial, lo=self.batch_size * self.seq_len, hi=10**13)
+        if self.sampler == "grid" and math.isqrt(self.trials_per_width) ** 2 != self.trials_per_width:
+            raise ConfigError(
+                "trials_per_width",
+                f"the grid sampler needs a square number of trials (k x k grid), got "
+                f"{self.trials_per_width}; use e.g. 9, 16 or 49, or another sampler",
+            )
+        if self.sampler == "grid" and self.trials_per_width < 4:
+            raise ConfigError("trials_per_width", "a grid needs at least 2 x 2 = 4 trials")
+        if self.total_tokens > self.max_total_tokens:
+            raise ConfigError(
+                "tokens_per_trial",
+                f"this study needs {self.total_tokens:,} training tokens, more than the "
+                f"{self.preset!r} preset allows ({self.max_total_tokens:,}); reduce trials_per_width, "
+                "tokens_per_trial, seeds or proxy widths, or use a larger preset",
+            )
+        # Build one proxy config now so width/head/etc. errors surface at submission, not in a worker.
+        for w in self.proxy_widths:
+            self.model_config(w, self.proxy_depths[0], 1.0, 1.0)
+        self.train_config(seed=0)
+
+    # -- derived ----------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens_per_trial // (self.batch_size * self.seq_len))
+
+    @property
+    def total_tokens(self) -> int:
+        runs = len(self.proxy_widths) * len(self.proxy_depths) * self.trials_per_width * self.seeds
+        if self.rmsnorm_baseline:
+            runs += len(self.proxy_widths) * len(self.proxy_depths) * max(2, self.seeds)
+        return runs * self.tokens_per_trial
+
+    @property
+    def total_trials(self) -> int:
+        return len(self.proxy_widths) * len(self.proxy_depths) * self.trials_per_width
+
+    def model_config(
+        self, width: int, depth: int, alpha_attn: float, alpha_ffn: float, *, norm: str | None = None
+    ) -> ModelConfig:
+        return ModelConfig(
+            width=width,
+            depth=depth,
+            head_dim=self.head_dim,
+            max_seq_len=max(self.seq_len, 16),
+            norm=norm or self.norm,
+            alpha_attn=alpha_attn,
+            alpha_ffn=alpha_ffn,
+            attention=self.attention,
+            embed_scale=self.embed_scale if (norm or self.norm) in SEARCH_NORMS else "one",
+        )
+
+    def train_config(self, *, seed: int) -> TrainConfig:
+        return TrainConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            lr=self.lr,
+            warmup_steps=min(self.warmup_steps, max(0, self.steps - 1)),
+            eval_interval=min(self.eval_interval, self.steps),
+            seed=seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["alpha_attn_range"] = list(self.alpha_attn_range)
+        data["alpha_ffn_range"] = list(self.alpha_ffn_range)
+        return data
+
+    def fingerprint(self) -> str:
+        """Stable id of what this spec computes (the name is a label and does not count)."""
+        data = self.to_dict()
+        data.pop("name", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
+        if not isinstance(data, dict):
+            raise ConfigError("spec", f"expected an object of fields, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown field; known fields are {', '.join(sorted(known))}")
+        for required in ("target_width", "target_depth"):
+            if required not in data:
+                raise ConfigError(required, "missing; give the width/depth of the model you will train")
+        return cls(**data)
+
+    @classmethod
+    def from_text(cls, text: str) -> StudySpec:
+        """Parse a JSON or YAML document holding one spec."""
+        return cls.from_dict(parse_document(text))
+
+
+def parse_document(text: str) -> Any:
+    """JSON or YAML text → Python data, with a ConfigError (not a parser traceback) when malformed."""
+    import yaml
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("document", f"neither valid JSON nor valid YAML ({exc}); check the syntax") from exc
+
+
+def _is_unset(value: Any) -> bool:
+    """True for the dataclass's "take it from the preset" placeholders ("", 0, -1, None, [])."""
+    if isinstance(value, bool):
+        return False  # an explicit True/False from the user is a choice, not a placeholder
+    return value is None or value == "" or value == [] or value == 0 or value == -1
+
+
+def _int(name: str, value: Any, *, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"got {value!r}; use an integer between {lo:,} and {hi:,}")
+    if not lo <= value <= hi:
+        raise ConfigError(name, f"got {value:,}; use an integer between {lo:,} and {hi:,}")
+
+
+def _range(name: str, value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"got {value!r}; use [low, high] with 0 < low < high, e.g. [0.05, 4.0]") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0:
+        raise ConfigError(name, f"got {value!r}; both ends must be positive finite numbers (log scale)")
+    if lo >= hi:
+        raise ConfigError(name, f"got [{lo}, {hi}]: empty or inverted; use [low, high] with low < high")
+    return (lo, hi)

@@ -1,0 +1,250 @@
+"""Train one proxy LM and return an honest final validation loss (DESIGN §5).
+
+    >>> from alphasearch.config import ModelConfig, TrainConfig
+    >>> from alphasearch.data import load_corpus
+    >>> result = train(ModelConfig(width=64, depth=2), TrainConfig(steps=20), load_corpus())  # doctest: +SKIP
+    >>> result.final_val_loss < 5.55  # doctest: +SKIP
+    True
+
+AdamW (beta1, beta2) with weight decay on weight matrices only, gradient clipping, linear warmup then
+cosine to `min_lr_ratio` of the peak, bf16 autocast where the device supports it (CPU included). The
+validation loss is measured on a FIXED held-out slice (the same for every seed and trial), every
+`eval_interval` steps and at the end.
+
+Divergence is a result, not a crash: a non-finite loss, or a smoothed train loss `divergence_margin`
+nats above its running minimum, stops the run and returns `diverged=True` with the step. A caller's
+`on_step` callback sees every step (and the val loss at evaluation steps) and may return "pruned" or
+"cancelled" to stop the run cooperatively.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from alphasearch.config import ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from alphasearch.data import Corpus
+
+STOP_REASONS = ("pruned", "cancelled")
+
+
+@dataclass
+class StepEvent:
+    """What `on_step` sees after each optimiser step."""
+
+    step: int  # 1-based count of optimiser steps done
+    total_steps: int
+    train_loss: float
+    lr: float
+    val_loss: float | None = None  # set only at evaluation steps
+    elapsed_s: float = 0.0
+
+
+OnStep = Callable[[StepEvent], "str | None"]
+
+
+@dataclass
+class TrainResult:
+    """Everything one run produced. `final_val_loss` is the objective (None when stopped early)."""
+
+    final_val_loss: float | None
+    val_curve: list[tuple[int, float]]
+    train_loss: float | None  # smoothed train loss at the last step
+    diverged: bool
+    diverged_at_step: int | None
+    stopped: str | None  # "pruned" | "cancelled" | None
+    steps_done: int
+    alphas: dict[str, Any]  # learned alpha per layer at the end: {"attn": [...], "ffn": [...], "final": x}
+    embed_scale: float
+    tokens_per_s: float
+    wall_time_s: float
+    n_params: int
+    device: str
+    precision: str
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return not self.diverged and self.stopped is None and self.final_val_loss is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        data = dict(data)
+        data["val_curve"] = [tuple(p) for p in data.get("val_curve", [])]
+        return cls(**data)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from alphasearch.errors import ConfigError
+
+        raise ConfigError("device", "CUDA was requested but is not available; use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 when asked for and the hardware runs it natively; None means plain fp32."""
+    if precision != "bf16":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    # On CPUs without native bf16 (no AVX512-BF16/AMX) autocast emulates bf16 and is slower than fp32.
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older/newer torch without these private probes: trust the request
+        return True
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr over warmup_steps, then cosine down to min_lr_ratio * lr at the last step."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr_ratio * cfg.lr
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+class _DivergenceWatch:
+    """Flags non-finite losses and a smoothed loss rising `margin` nats above its running minimum."""
+
+    def __init__(self, margin: float, smoothing: float = 0.9) -> None:
+        self.margin, self.smoothing = margin, smoothing
+        self.ema: float | None = None
+        self.best = math.inf
+
+    def update(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        self.ema = loss if self.ema is None else self.smoothing * self.ema + (1 - self.smoothing) * loss
+        self.best = min(self.best, self.ema)
+        return self.ema > self.best + self.margin
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: list, device: torch.device, dtype: torch.dtype | None) -> float:
+    """Mean loss over the fixed validation batches (nats/byte)."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for x, y in batches:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            total += float(model(x.to(device), y.to(device)))
+    model.train(was_training)
+    return total / len(batches)
+
+
+def train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    corpus: Corpus,
+    *,
+    on_step: OnStep | None = None,
+) -> TrainResult:
+    """Train a fresh proxy LM on `corpus` and return its `TrainResult` (never raises for divergence)."""
+    from alphasearch.model import ProxyLM
+
+    if train_cfg.seq_len > model_cfg.max_seq_len:
+        from alphasearch.errors import ConfigError
+
+        raise ConfigError(
+            "seq_len",
+            f"seq_len {train_cfg.seq_len} exceeds the model's max_seq_len {model_cfg.max_seq_len}; "
+            "raise ModelConfig.max_seq_len or shorten seq_len",
+        )
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    device = resolve_device(train_cfg.device)
+    dtype = autocast_dtype(device, train_cfg.precision)
+    torch.manual_seed(train_cfg.seed)
+    model = ProxyLM(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(
+        model.param_groups(train_cfg.weight_decay),
+        lr=train_cfg.lr,
+        betas=(train_cfg.beta1, train_cfg.beta2),
+        fused=device.type == "cuda",
+    )
+    sampler = corpus.batch_sampler(train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
+    val_batches = corpus.val_batches(train_cfg.eval_batches, train_cfg.batch_size, train_cfg.seq_len)
+    watch = _DivergenceWatch(train_cfg.divergence_margin)
+
+    val_curve: list[tuple[int, float]] = []
+    diverged_at: int | None = None
+    stopped: str | None = None
+    steps_done = 0
+    start = time.perf_counter()
+    for step in range(train_cfg.steps):
+        lr = lr_at(step, train_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(sampler)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps_done = step + 1
+        loss_value = float(loss)  # one host sync per step: needed for divergence detection
+        if watch.update(loss_value):
+            diverged_at = steps_done
+            break
+        val_loss = None
+        if steps_done % train_cfg.eval_interval == 0 or steps_done == train_cfg.steps:
+            val_loss = evaluate(model, val_batches, device, dtype)
+            if not math.isfinite(val_loss):
+                diverged_at = steps_done
+                break
+            val_curve.append((steps_done, val_loss))
+        if on_step is not None:
+            event = StepEvent(
+                step=steps_done,
+                total_steps=train_cfg.steps,
+                train_loss=loss_value,
+                lr=lr,
+                val_loss=val_loss,
+                elapsed_s=time.perf_counter() - start,
+            )
+            verdict = on_step(event)
+            if verdict:
+                if verdict not in STOP_REASONS:
+                    raise ValueError(f"on_step returned {verdict!r}; return None, 'pruned' or 'cancelled'")
+                stopped = verdict
+                break
+    wall = time.perf_counter() - start
+
+    finished = diverged_at is None and stopped is None
+    return TrainResult(
+        final_val_loss=val_curve[-1][1] if finished and val_curve else None,
+        val_curve=val_curve,
+        train_loss=watch.ema,
+        diverged=diverged_at is not None,
+        diverged_at_step=diverged_at,
+        stopped=stopped,
+        steps_done=steps_done,
+        alphas=model.alphas(),
+        embed_scale=model.embed_scale_value(),
+        tokens_per_s=steps_done * train_cfg.batch_size * train_cfg.seq_len / max(wall, 1e-9),
+        wall_time_s=wall,
+        n_params=model.num_params(),
+        device=str(device),
+        precision="bf16" if dtype is not None else "fp32",
+    )
