@@ -215,3 +215,11 @@ def default_data_dir() -> Path:
     path = Path(root).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def default_database_url() -> str:
+    """$ALPHASEARCH_DATABASE_URL, else a SQLite file in the data dir (the embedded default)."""
+    import os
+
+    url = os.environ.get("ALPHASEARCH_DATABASE_URL")
+    return url or f"sqlite:///{default_data_dir() / 'alphasearch.db'}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,10 @@ from alphasearch.spec import StudySpec
 from alphasearch.train import TrainResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# We drive heartbeats ourselves in ask-and-tell mode (record_heartbeat per in-flight trial), which Optuna
+# supports but warns about; fail_stale_trials is stable in practice though still marked experimental.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 HEARTBEAT_INTERVAL_S = 5  # in-flight trials are marked alive this often
 GRACE_PERIOD_S = 20  # a RUNNING trial silent this long belongs to a dead driver: fail + re-queue it

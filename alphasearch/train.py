@@ -203,7 +203,7 @@ def train(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         steps_done = step + 1
-        loss_value = float(loss)  # one host sync per step: needed for divergence detection
+        loss_value = loss.item()  # one host sync per step: needed for divergence detection
         if watch.update(loss_value):
             diverged_at = steps_done
             break

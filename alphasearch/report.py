@@ -1,0 +1,150 @@
+"""From a study's trials in the database to what the user reads: recommendation, optima, heatmaps.
+
+Reads the Optuna studies the driver wrote (search.py documents the trial attributes), turns each seed
+of each trial into an `analysis.TrialPoint`, and runs the analysis. Used by the CLI and the service alike,
+so `result.json` and the REST answers agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from alphasearch import analysis
+from alphasearch.cache import json_safe
+from alphasearch.search import make_storage, optuna_study_name
+from alphasearch.spec import StudySpec
+
+
+@dataclass
+class StudyReport:
+    """Everything analysed for one study; `to_dict()` is result.json."""
+
+    spec: StudySpec
+    study_id: str
+    points: list[analysis.TrialPoint]
+    baselines: dict[str, list[float]]  # "w64-d4" -> RMSNorm final val losses
+    optima: list[Any]
+    recommendation: Any
+    heatmaps: dict[str, Any]  # "w64-d4" -> HeatmapGrid, plus "extrapolated"
+    fits: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                "study_id": self.study_id,
+                "spec": self.spec.to_dict(),
+                "recommendation": self.recommendation.to_dict(),
+                "per_width": [_optimum_dict(o, self.baselines) for o in self.optima],
+                "heatmaps": {k: g.to_dict() for k, g in self.heatmaps.items()},
+                "n_trials": len({(p.width, p.depth, p.alpha_attn, p.alpha_ffn) for p in self.points}),
+            }
+        )
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write result.json, one heatmap PNG per proxy width, the extrapolated one and the width fit."""
+        from alphasearch import plots
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = [out / "result.json"]
+        written[0].write_text(json.dumps(self.to_dict(), indent=2))
+        for key, grid in self.heatmaps.items():
+            path = out / f"heatmap_{key}.png"
+            plots.heatmap_png(grid, path)
+            written.append(path)
+        path = out / "width_fit.png"
+        plots.width_fit_png(self.optima, self.fits, self.recommendation, path)
+        written.append(path)
+        return written
+
+
+def trial_points(spec: StudySpec, study_id: str, storage_url: str) -> tuple[list[analysis.TrialPoint], dict]:
+    """Every seed of every finished DyT trial as a TrialPoint, and the RMSNorm baseline losses."""
+    storage = make_storage(storage_url)
+    points: list[analysis.TrialPoint] = []
+    baselines: dict[str, list[float]] = {}
+    for depth in spec.proxy_depths:
+        for width in spec.proxy_widths:
+            study = _load(storage, optuna_study_name(study_id, width, depth))
+            for t in study.get_trials(deepcopy=False) if study else []:
+                points.extend(_points_of(t, width, depth))
+            if spec.rmsnorm_baseline:
+                base = _load(storage, optuna_study_name(study_id, width, depth, baseline=True))
+                losses = [
+                    loss
+                    for t in (base.get_trials(deepcopy=False) if base else [])
+                    if t.user_attrs.get("outcome") == "completed"
+                    for loss in t.user_attrs.get("seed_losses", [])
+                    if loss is not None
+                ]
+                baselines[f"w{width}-d{depth}"] = losses
+    return points, baselines
+
+
+def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+def _points_of(trial: optuna.trial.FrozenTrial, width: int, depth: int) -> list[analysis.TrialPoint]:
+    outcome = trial.user_attrs.get("outcome")
+    if outcome is None or "alpha_attn" not in trial.params:
+        return []  # still running, or never started
+    losses = trial.user_attrs.get("seed_losses") or [None]
+    seeds = trial.user_attrs.get("seeds") or list(range(len(losses)))
+    return [
+        analysis.TrialPoint(
+            alpha_attn=trial.params["alpha_attn"],
+            alpha_ffn=trial.params["alpha_ffn"],
+            loss=loss if outcome == "completed" else None,
+            outcome=outcome,
+            width=width,
+            depth=depth,
+            seed=seed,
+        )
+        for seed, loss in zip(seeds, losses, strict=False)
+    ]
+
+
+def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: float = 0.9) -> StudyReport:
+    """Analyse a (finished or partial) study. Raises AlphaSearchError when nothing has finished yet."""
+    points, baselines = trial_points(spec, study_id, storage_url)
+    space = analysis.SearchSpace(attn=spec.alpha_attn_range, ffn=spec.alpha_ffn_range)
+    optima, heatmaps = [], {}
+    for depth in spec.proxy_depths:
+        for width in spec.proxy_widths:
+            mine = [p for p in points if p.width == width and p.depth == depth]
+            if not any(p.outcome == "completed" for p in mine):
+                continue
+            optima.append(analysis.width_optimum(mine, space=space, level=level))
+            heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(mine, space=space)
+    recommendation = analysis.recommend(
+        optima,
+        target_width=spec.target_width,
+        target_depth=spec.target_depth,
+        norm=spec.norm,
+        space=space,
+        level=level,
+        study_ids=(study_id,),
+    )
+    fits = analysis.fit_width_trend(optima, level=level) if len({o.width for o in optima}) > 1 else {}
+    if len({o.width for o in optima}) > 1:
+        heatmaps["extrapolated"] = analysis.extrapolated_heatmap(
+            points, space=space, target_width=spec.target_width, target_depth=spec.target_depth
+        )
+    return StudyReport(spec, study_id, points, baselines, optima, recommendation, heatmaps, fits)
+
+
+def _optimum_dict(optimum: Any, baselines: dict[str, list[float]]) -> dict[str, Any]:
+    data = optimum.to_dict() if hasattr(optimum, "to_dict") else dict(vars(optimum))
+    base = baselines.get(f"w{optimum.width}-d{optimum.depth}")
+    if base:
+        data["rmsnorm_val_loss"] = sum(base) / len(base)
+    return data

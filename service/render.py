@@ -1,0 +1,69 @@
+"""Terminal rendering shared by the CLI commands: recommendation tables and study progress bars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def _interval(rec: dict[str, Any], key: str) -> str:
+    lo, hi = rec["interval"][key]
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+def print_recommendation(console: Console, rec: dict[str, Any]) -> None:
+    """The recommendation as a table plus its warnings, in the words of the JSON contract."""
+    level = rec["interval"].get("level", 0.9)
+    table = Table(title=f"alpha0 for width {rec['width']}, depth {rec['depth']} ({rec['norm']})")
+    table.add_column("parameter")
+    table.add_column("alpha0", justify="right")
+    table.add_column(f"{level:.0%} interval", justify="right")
+    table.add_column("width exponent", justify="right")
+    for key in ("alpha_attn", "alpha_ffn", "alpha_final"):
+        fit = rec.get("fit", {}).get(key)
+        exponent = "-" if not fit else f"{fit['exponent']:+.2f} [{fit['exponent_interval'][0]:+.2f}, {fit['exponent_interval'][1]:+.2f}]"
+        table.add_row(key, f"{rec[key]:.3g}", _interval(rec, key), exponent)
+    console.print(table)
+    console.print(
+        f"proxy widths {rec['proxy_widths']}, extrapolation factor {rec['extrapolation_factor']:.1f}x"
+    )
+    for warning in rec.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(
+        "DyT reference flags: "
+        f"--attn_alpha_init_value {rec['alpha_attn']:.3g} --ffn_alpha_init_value {rec['alpha_ffn']:.3g} "
+        f"--dec_alpha_init_value {rec['alpha_final']:.3g}"
+    )
+
+
+class StudyProgress:
+    """A rich progress bar per lane (proxy width/depth): trials done / total, ETA, best loss so far."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:>14}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> StudyProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, lanes: list[Any]) -> None:
+        for lane in lanes:
+            best = "-" if lane.best is None else f"{lane.best:.3f}"
+            if lane.label not in self.tasks:
+                self.tasks[lane.label] = self.progress.add_task(lane.label, total=lane.total, best=best)
+            self.progress.update(self.tasks[lane.label], completed=lane.done, best=best)
