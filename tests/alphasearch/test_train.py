@@ -1,0 +1,103 @@
+"""The trainer: honest val losses, determinism, divergence as a result, cooperative stopping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from alphasearch.config import ModelConfig, TrainConfig
+from alphasearch.data import load_corpus
+from alphasearch.errors import ConfigError
+from alphasearch.train import StepEvent, lr_at, train
+
+TINY = ModelConfig(width=32, depth=1, head_dim=16, max_seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus()
+
+
+def tiny_train(**overrides) -> TrainConfig:
+    base = {"steps": 12, "batch_size": 8, "seq_len": 32, "eval_interval": 6, "eval_batches": 2, "warmup_steps": 2}
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_same_seed_gives_the_same_loss_and_other_seed_differs(corpus):
+    a = train(TINY, tiny_train(seed=3), corpus)
+    b = train(TINY, tiny_train(seed=3), corpus)
+    c = train(TINY, tiny_train(seed=4), corpus)
+    assert a.final_val_loss == b.final_val_loss
+    assert a.val_curve == b.val_curve
+    assert c.final_val_loss != a.final_val_loss
+
+
+def test_result_carries_alphas_throughput_and_size(corpus):
+    result = train(ModelConfig(width=32, depth=2, head_dim=16, max_seq_len=64, alpha_attn=0.7, alpha_ffn=0.2), tiny_train(), corpus)
+    assert result.completed and not result.diverged
+    assert len(result.alphas["attn"]) == 2 and len(result.alphas["ffn"]) == 2
+    # alphas moved from their initial values but stay near them after 12 steps
+    assert result.alphas["attn"][0] == pytest.approx(0.7, abs=0.2)
+    assert result.alphas["final"] == pytest.approx(0.2, abs=0.2)
+    assert result.tokens_per_s > 0 and result.wall_time_s > 0
+    assert result.n_params > 32 * 256 * 2
+    assert [s for s, _ in result.val_curve] == [6, 12]
+
+
+def test_absurd_learning_rate_diverges_and_is_reported_not_raised(corpus):
+    cfg = tiny_train(lr=50.0, warmup_steps=0, grad_clip=1e6, steps=60, eval_interval=30)
+    result = train(TINY, cfg, corpus)
+    assert result.diverged is True
+    assert result.diverged_at_step is not None and 1 <= result.diverged_at_step <= 60
+    assert result.final_val_loss is None
+    assert not result.completed
+
+
+def test_on_step_can_prune_and_sees_val_losses(corpus):
+    seen: list[StepEvent] = []
+
+    def on_step(event: StepEvent) -> str | None:
+        seen.append(event)
+        return "pruned" if event.val_loss is not None else None
+
+    result = train(TINY, tiny_train(), corpus, on_step=on_step)
+    assert result.stopped == "pruned"
+    assert result.steps_done == 6
+    assert result.final_val_loss is None
+    assert seen[-1].val_loss is not None and math.isfinite(seen[-1].val_loss)
+
+
+def test_on_step_rejects_unknown_verdicts(corpus):
+    with pytest.raises(ValueError, match="pruned"):
+        train(TINY, tiny_train(steps=2), corpus, on_step=lambda e: "stop please")
+
+
+def test_seq_len_longer_than_model_is_a_config_error(corpus):
+    with pytest.raises(ConfigError, match="max_seq_len"):
+        train(TINY, tiny_train(seq_len=128), corpus)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+    values = [lr_at(s, cfg) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.slow
+def test_width_64_learns_well_below_uniform_in_300_steps(corpus):
+    """Issue 2 must-show: batch 32 x 128 bytes, 300 steps, width 64, default DyT proxy: val < 3.0 nats/byte."""
+    result = train(
+        ModelConfig(width=64, depth=4, max_seq_len=128),
+        TrainConfig(steps=300, batch_size=32, seq_len=128, eval_interval=100),
+        corpus,
+    )
+    assert result.completed
+    assert result.final_val_loss < 3.0 < math.log(256)
+    # and it is below the unigram entropy, i.e. it learned something that depends on the input
+    assert result.final_val_loss < corpus.unigram_entropy() - 0.3
