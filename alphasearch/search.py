@@ -7,12 +7,13 @@ Every Optuna study lives in the same database as the rest of alphasearch and is 
     >>> s = optuna.load_study(study_name="alphasearch/3f2a.../w64-d4", storage="sqlite:///...")  # doctest: +SKIP
 
 How trials are recorded (what a reader of the Optuna tables needs to know):
-- user attr `outcome`: completed | diverged | stalled | pruned | failed | cancelled.
+- user attr `outcome`: completed | diverged | stalled | pruned | failed | cancelled | interrupted.
 - completed: state COMPLETE, value = mean final val loss over the trial's seeds.
 - diverged: a RESULT, never retried. State COMPLETE with value = ln(vocab) (the loss of knowing nothing)
   so samplers steer away from the unstable region; `diverged_at_step` says where. The analysis reads
   `outcome` and keeps diverged trials out of the loss surface.
-- pruned: state PRUNED (Optuna's own). cancelled: state FAIL.
+- pruned: state PRUNED (Optuna's own). cancelled / interrupted: state FAIL, not counted towards the
+  budget, so resuming the study runs that point again (interrupted points are re-queued first).
 - failed: a crash. Infrastructure failures (a worker died) are re-run up to `max_retries` times; Optuna's
   heartbeat + RetryFailedTrialCallback re-queue trials whose driver died mid-flight.
 Identical runs are served from the content-addressed ResultCache across studies.
@@ -64,11 +65,19 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     )
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask-and-tell: Optuna's calls `study.stop()` once the grid is exhausted, which raises
+    outside `study.optimize`. The driver stops at its own budget (k x k trials), so stopping is not needed."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+
 def make_sampler(spec: StudySpec, lane_index: int) -> optuna.samplers.BaseSampler:
     seed = spec.sampler_seed * 1000 + lane_index
     if spec.sampler == "grid":
         k = math.isqrt(spec.trials_per_width)
-        return optuna.samplers.GridSampler(
+        return AskTellGridSampler(
             {"alpha_attn": _log_grid(*spec.alpha_attn_range, k), "alpha_ffn": _log_grid(*spec.alpha_ffn_range, k)},
             seed=seed,
         )
@@ -188,7 +197,28 @@ class StudyRunner:
 
     # -- main loop ---------------------------------------------------------------------------------
     def run(self) -> str:
-        """Run until every lane met its budget; return "completed" or "cancelled"."""
+        """Run until every lane met its budget; return "completed" or "cancelled".
+
+        On KeyboardInterrupt (Ctrl-C) the trials in flight are closed as "interrupted" and their alpha
+        points re-queued, so the next run of the same study picks them up at once.
+        """
+        try:
+            return self._loop()
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+
+    def _interrupt(self) -> None:
+        for flight in {id(f): f for f in self._flights.values()}.values():
+            for handle in flight.handles:
+                self.executor.stop(handle, "cancelled")
+            flight.trial.set_user_attr("outcome", "interrupted")
+            flight.lane.study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)
+            if flight.trial.params:
+                flight.lane.study.enqueue_trial(flight.trial.params, skip_if_exists=False)
+        self._flights.clear()
+
+    def _loop(self) -> str:
         cancelled = False
         while True:
             if not cancelled and self.should_cancel():
@@ -333,8 +363,8 @@ class StudyRunner:
         attrs["outcome"] = outcome
         if outcome == "diverged":
             attrs["diverged_at_step"] = min(r.diverged_at_step or 0 for r in results if r.diverged)
-        if state == optuna.trial.TrialState.FAIL:
-            attrs["final"] = True  # counts towards the budget: not re-run by this driver
+        if outcome == "failed":
+            attrs["final"] = True  # a crash counts towards the budget: not re-run by this driver
         for key, val in attrs.items():
             trial.set_user_attr(key, json_safe(val))
         study.tell(trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)

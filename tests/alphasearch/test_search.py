@@ -1,0 +1,108 @@
+"""The study driver end to end on the real trainer, in process: Optuna studies, cache, resume, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from alphasearch.cache import ResultCache
+from alphasearch.executor import InProcessExecutor
+from alphasearch.search import StudyRunner, optuna_study_name
+from alphasearch.spec import StudySpec
+
+# Smaller than the smoke preset: each run is ~10 steps of a 32-wide, 1-block model.
+TINY = {
+    "preset": "smoke",
+    "target_width": 1024,
+    "target_depth": 8,
+    "proxy_widths": [32, 64],
+    "proxy_depths": [1],
+    "trials_per_width": 4,
+    "tokens_per_trial": 8 * 32 * 10,
+    "batch_size": 8,
+    "seq_len": 32,
+    "eval_interval": 5,
+    "warmup_steps": 2,
+}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHASEARCH_DATA_DIR", str(tmp_path))
+    return {"url": f"sqlite:///{tmp_path / 'db.sqlite'}", "cache": ResultCache(tmp_path / "cache")}
+
+
+def _trials(url: str, study_id: str, width: int, depth: int = 1, baseline: bool = False):
+    study = optuna.load_study(study_name=optuna_study_name(study_id, width, depth, baseline=baseline), storage=url)
+    return study.get_trials(deepcopy=False)
+
+
+def test_a_study_runs_every_lane_to_its_budget_in_optuna_studies_a_user_can_load(env):
+    spec = StudySpec.from_dict({**TINY, "rmsnorm_baseline": True})
+    progress = []
+    status = StudyRunner(spec, "s1", env["url"], InProcessExecutor(), cache=env["cache"], on_progress=progress.append).run()
+    assert status == "completed"
+    for width in (32, 64):
+        trials = _trials(env["url"], "s1", width)
+        assert len(trials) == 4
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        assert all(t.user_attrs["outcome"] == "completed" for t in trials)
+        for t in trials:
+            lo, hi = spec.alpha_attn_range
+            assert lo <= t.params["alpha_attn"] <= hi
+            run = t.user_attrs["runs"][0]
+            assert run["val_curve"] and run["n_params"] > 0 and len(run["alphas"]["attn"]) == 1
+            assert t.value == pytest.approx(run["final_val_loss"])
+        [base] = _trials(env["url"], "s1", width, baseline=True)
+        assert base.user_attrs["outcome"] == "completed" and len(base.user_attrs["seed_losses"]) == 2
+    final = {row.label: (row.done, row.total) for row in progress[-1]}
+    assert final["w32 d1"] == (4, 4) and final["w64 d1 rmsnorm"] == (1, 1)
+
+
+def test_identical_runs_come_from_the_cache_across_studies(env):
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "sampler": "grid"})
+    StudyRunner(spec, "first", env["url"], InProcessExecutor(), cache=env["cache"]).run()
+
+    class CountingExecutor(InProcessExecutor):
+        submitted = 0
+
+        def submit(self, request, on_progress):
+            CountingExecutor.submitted += 1
+            return super().submit(request, on_progress)
+
+    StudyRunner(spec, "second", env["url"], CountingExecutor(), cache=env["cache"]).run()
+    assert CountingExecutor.submitted == 0  # same grid, same seeds, same code: every run was cached
+    first = sorted(t.value for t in _trials(env["url"], "first", 32))
+    second = sorted(t.value for t in _trials(env["url"], "second", 32))
+    assert first == second
+
+
+def test_rerunning_a_cancelled_study_resumes_it_without_duplicates(env):
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32]})
+    calls = {"n": 0}
+
+    def cancel_after_two_checks() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    assert StudyRunner(spec, "r", env["url"], InProcessExecutor(), should_cancel=cancel_after_two_checks).run() == "cancelled"
+    done_before = [t for t in _trials(env["url"], "r", 32) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 0 < len(done_before) < 4
+    assert StudyRunner(spec, "r", env["url"], InProcessExecutor()).run() == "completed"
+    trials = _trials(env["url"], "r", 32)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4  # exactly the budget: nothing lost, nothing twice
+    assert {t.number for t in done_before} <= {t.number for t in complete}
+
+
+def test_diverged_trials_are_results_with_their_step_never_retried(env):
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "lr": 50.0, "warmup_steps": 0})
+    StudyRunner(spec, "div", env["url"], InProcessExecutor()).run()
+    trials = _trials(env["url"], "div", 32)
+    assert len(trials) == 4  # not retried: exactly the budget
+    for t in trials:
+        assert t.user_attrs["outcome"] == "diverged"
+        assert t.user_attrs["diverged_at_step"] >= 1
+        assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(math.log(256))
