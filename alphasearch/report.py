@@ -16,6 +16,7 @@ import optuna
 
 from alphasearch import analysis
 from alphasearch.cache import json_safe
+from alphasearch.errors import AlphaSearchError
 from alphasearch.search import make_storage, optuna_study_name
 from alphasearch.spec import StudySpec
 
@@ -136,9 +137,12 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
     )
     fits = analysis.fit_width_trend(optima, level=level) if len({o.width for o in optima}) > 1 else {}
     if len({o.width for o in optima}) > 1:
-        heatmaps["extrapolated"] = analysis.extrapolated_heatmap(
-            points, space=space, target_width=spec.target_width, target_depth=spec.target_depth
-        )
+        try:
+            heatmaps["extrapolated"] = analysis.extrapolated_heatmap(
+                points, space=space, target_width=spec.target_width, target_depth=spec.target_depth
+            )
+        except AlphaSearchError as exc:  # too few trials for a cross-width surface: the rest still stands
+            recommendation.warnings.append(f"No extrapolated heatmap: {exc}")
     return StudyReport(spec, study_id, points, baselines, optima, recommendation, heatmaps, fits)
 
 
