@@ -1,0 +1,345 @@
+"""alphasearch.analysis on synthetic loss surfaces whose optimum moves with width by a KNOWN power law."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from alphasearch.analysis import (
+    SearchSpace,
+    TrialPoint,
+    extrapolated_heatmap,
+    fit_width_trend,
+    heatmap_grid,
+    recommend,
+    width_optimum,
+)
+from alphasearch.errors import AlphaSearchError, ConfigError
+
+SPACE = SearchSpace(attn=(0.03, 10.0), ffn=(0.01, 5.0))
+WIDTHS = (64, 128, 256, 512)
+E_ATTN, E_FFN = -0.5, -0.7  # true exponents
+
+
+def true_optimum(width: float, e_attn: float = E_ATTN, e_ffn: float = E_FFN) -> tuple[float, float]:
+    return 1.0 * (width / 64) ** e_attn, 0.5 * (width / 64) ** e_ffn
+
+
+def synth(
+    seed: int,
+    *,
+    widths: tuple[int, ...] = WIDTHS,
+    n: int = 30,
+    noise: float = 0.02,
+    depth: int = 4,
+    e_attn: float = E_ATTN,
+    e_ffn: float = E_FFN,
+    shift: tuple[float, float] = (1.0, 1.0),
+) -> list[TrialPoint]:
+    """n log-uniform trials per width; a tilted bowl in log alpha around the true optimum (x `shift`)."""
+    rng = np.random.default_rng(seed)
+    pts = []
+    for w in widths:
+        ta, tf = true_optimum(w, e_attn, e_ffn)
+        la = rng.uniform(*np.log(SPACE.attn), n)
+        lf = rng.uniform(*np.log(SPACE.ffn), n)
+        da, df = la - np.log(ta * shift[0]), lf - np.log(tf * shift[1])
+        loss = 3 - 0.3 * math.log(w) + 0.05 * da**2 + 0.05 * df**2 + 0.02 * da * df + rng.normal(0, noise, n)
+        pts += [
+            TrialPoint(float(np.exp(a)), float(np.exp(f)), float(z), "completed", w, depth)
+            for a, f, z in zip(la, lf, loss, strict=True)
+        ]
+    return pts
+
+
+def optima_of(pts: list[TrialPoint], seed: int = 0) -> list:
+    keys = sorted({(p.width, p.depth) for p in pts})
+    return [width_optimum([p for p in pts if (p.width, p.depth) == k], space=SPACE, seed=seed) for k in keys]
+
+
+# ------------------------------------------------------------------------------------ per-width optimum
+
+
+def test_optimum_comes_from_the_surrogate_and_its_interval_holds_the_truth():
+    pts = [p for p in synth(0) if p.width == 128]
+    opt = width_optimum(pts, space=SPACE)
+    ta, tf = true_optimum(128)
+    best = min(pts, key=lambda p: p.loss)
+    assert opt.method == "quadratic" and opt.n_completed == 30 and opt.on_edge == []
+    assert abs(math.log(opt.alpha_attn / ta)) < 0.15 and abs(math.log(opt.alpha_ffn / tf)) < 0.15
+    assert (opt.alpha_attn, opt.alpha_ffn) != (best.alpha_attn, best.alpha_ffn)
+    assert opt.interval_attn[0] <= ta <= opt.interval_attn[1]
+    assert opt.interval_ffn[0] <= tf <= opt.interval_ffn[1]
+    assert 0.01 < opt.residual_std < 0.03  # the 0.02 noise
+
+
+def test_diverged_and_stalled_are_counted_but_kept_out_of_the_surface():
+    pts = [p for p in synth(1) if p.width == 64]
+    # Unstable trials with a (misleadingly low) loss: if they leaked into the fit they would move it.
+    bad = [
+        TrialPoint(9.0, 4.0, 0.1, "diverged", 64, 4),
+        TrialPoint(8.0, 3.0, 0.1, "diverged", 64, 4),
+        TrialPoint(0.04, 0.02, 0.2, "stalled", 64, 4),
+        TrialPoint(0.5, 0.5, 0.0, "pruned", 64, 4),
+        TrialPoint(0.6, 0.4, None, "failed", 64, 4),
+    ]
+    clean, mixed = width_optimum(pts, space=SPACE), width_optimum(pts + bad, space=SPACE)
+    assert (mixed.alpha_attn, mixed.alpha_ffn, mixed.interval_attn) == (
+        clean.alpha_attn,
+        clean.alpha_ffn,
+        clean.interval_attn,
+    )
+    assert (mixed.n_completed, mixed.n_diverged, mixed.n_stalled, mixed.n_pruned) == (30, 2, 1, 1)
+    grid = heatmap_grid(pts + bad, space=SPACE, n=9)
+    assert len(grid.completed) == 30
+    assert sorted(grid.diverged) == [(8.0, 3.0), (9.0, 4.0)] and grid.stalled == [(0.04, 0.02)]
+
+
+def test_replicated_alphas_inform_the_noise_estimate():
+    rng = np.random.default_rng(2)
+    grid = [(a, f) for a in (0.1, 0.3, 1.0, 3.0) for f in (0.05, 0.15, 0.5, 1.5)]
+    pts = [
+        TrialPoint(
+            a,
+            f,
+            2 + 0.1 * math.log(a / 0.7) ** 2 + 0.1 * math.log(f / 0.3) ** 2 + rng.normal(0, 0.05),
+            "completed",
+            64,
+            4,
+            seed=s,
+        )
+        for a, f in grid
+        for s in range(3)
+    ]
+    opt = width_optimum(pts, space=SPACE)
+    assert opt.replicate_std is not None and 0.035 < opt.replicate_std < 0.065
+    assert width_optimum(pts[::3], space=SPACE).replicate_std is None  # no replicates, no pure-noise estimate
+
+
+def test_few_finished_trials_fall_back_and_say_so():
+    pts = [p for p in synth(3) if p.width == 64]
+    assert width_optimum(pts[:8], space=SPACE).method == "separable"
+    assert width_optimum(pts[:4], space=SPACE).method == "best_trial"
+    optima = optima_of(synth(3))
+    optima[0] = width_optimum(pts[:4], space=SPACE)
+    rec = recommend(optima, target_width=4096, target_depth=4, space=SPACE)
+    assert any(
+        "At width 64" in w and "only 4 trials finished" in w and "Run more trials" in w for w in rec.warnings
+    )
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ConfigError, match="points"):
+        width_optimum([], space=SPACE)
+    with pytest.raises(AlphaSearchError, match="no trial finished"):
+        width_optimum([TrialPoint(1.0, 1.0, None, "diverged", 64, 4)], space=SPACE)
+    with pytest.raises(ConfigError, match="several"):
+        width_optimum(synth(0, widths=(64, 128)), space=SPACE)
+    with pytest.raises(ConfigError, match="optima"):
+        recommend([], target_width=4096, target_depth=32, space=SPACE)
+    with pytest.raises(ConfigError, match="optima"):
+        fit_width_trend(optima_of(synth(0, widths=(64,))))
+    with pytest.raises(ConfigError, match="outcome"):
+        TrialPoint(1.0, 1.0, 2.0, "crashed", 64, 4)
+    with pytest.raises(ConfigError, match="loss"):
+        TrialPoint(1.0, 1.0, float("nan"), "completed", 64, 4)
+    with pytest.raises(ConfigError, match="space.attn"):
+        SearchSpace(attn=(1.0, 0.1), ffn=(0.01, 1.0))
+
+
+# ------------------------------------------------------------------------------- width trend, coverage
+
+
+def test_exponent_is_recovered_within_its_interval():
+    fits = fit_width_trend(optima_of(synth(4)))
+    for param, true in (("alpha_attn", E_ATTN), ("alpha_ffn", E_FFN)):
+        fit = fits[param]
+        assert fit.exponent_interval[0] <= true <= fit.exponent_interval[1]
+        assert abs(fit.exponent - true) < 0.1 and fit.significant and fit.r2 > 0.9 and fit.dof == 2
+
+
+@pytest.fixture(scope="module")
+def repetitions() -> list:
+    """50 seeded repetitions of a whole study: 4 widths x 30 trials, recommendation at 16x width 512."""
+    out = []
+    for rep in range(50):
+        optima = optima_of(synth(100 + rep), seed=rep)
+        out.append(recommend(optima, target_width=16 * 512, target_depth=4, space=SPACE))
+    return out
+
+
+def test_exponent_interval_covers_the_true_exponent_at_the_nominal_rate(repetitions):
+    for param, true in (("alpha_attn", E_ATTN), ("alpha_ffn", E_FFN)):
+        cover = [
+            r.fits[param].exponent_interval[0] <= true <= r.fits[param].exponent_interval[1]
+            for r in repetitions
+        ]
+        assert np.mean(cover) >= 0.9, (param, np.mean(cover))
+        # Coverage must not come from uselessly wide intervals: +-0.15 is tight enough to act on.
+        half = np.median([np.diff(r.fits[param].exponent_interval)[0] / 2 for r in repetitions])
+        assert half < 0.15, (param, half)
+
+
+def test_extrapolated_alpha_at_16x_lies_in_its_interval(repetitions):
+    ta, tf = true_optimum(16 * 512)
+    one = repetitions[0]
+    assert one.interval_attn[0] <= ta <= one.interval_attn[1]
+    assert one.interval_ffn[0] <= tf <= one.interval_ffn[1]
+    assert one.extrapolation_factor == 16.0 and one.basis == {
+        "alpha_attn": "power_law",
+        "alpha_ffn": "power_law",
+    }
+    assert np.mean([r.interval_attn[0] <= ta <= r.interval_attn[1] for r in repetitions]) >= 0.9
+    assert np.mean([r.interval_ffn[0] <= tf <= r.interval_ffn[1] for r in repetitions]) >= 0.9
+
+
+def test_flat_law_gives_no_significant_trend_and_the_pooled_optimum():
+    ta, tf = true_optimum(64)  # the same at every width
+    recs = [
+        recommend(
+            optima_of(synth(200 + rep, e_attn=0.0, e_ffn=0.0), seed=rep),
+            target_width=4096,
+            target_depth=4,
+            space=SPACE,
+        )
+        for rep in range(30)
+    ]
+    for param, true in (("alpha_attn", ta), ("alpha_ffn", tf)):
+        flat = [r for r in recs if not r.fits[param].significant]
+        assert len(flat) >= 27, param  # a false trend at most as often as the 10% the level allows
+        for rec in flat:
+            assert rec.basis[param] == "pooled"
+            assert any(
+                w.startswith(f"No significant width trend for {param}") and "pooled optimum" in w
+                for w in rec.warnings
+            )
+        lo_hi = [r.interval_attn if param == "alpha_attn" else r.interval_ffn for r in flat]
+        assert np.mean([lo <= true <= hi for lo, hi in lo_hi]) >= 0.9
+
+
+def test_optimum_outside_the_search_space_is_flagged_on_the_edge():
+    optima = optima_of(synth(6, shift=(1.0, 0.02)))  # ffn optimum 50x below its width's law: < 0.01
+    assert all(o.on_edge == ["alpha_ffn"] for o in optima)
+    rec = recommend(optima, target_width=4096, target_depth=4, space=SPACE)
+    edge = [w for w in rec.warnings if "edge of the search space" in w]
+    assert len(edge) == 4 and all("alpha_ffn" in w and "Widen" in w and "below 0.01" in w for w in edge)
+
+
+def test_depth_becomes_a_regressor_when_several_depths_ran():
+    optima = optima_of(synth(7, depth=4) + synth(8, depth=8))
+    fits = fit_width_trend(optima)
+    assert fits["alpha_attn"].depth_exponent is not None and fits["alpha_attn"].n_points == 8
+    assert fits["alpha_attn"].exponent_interval[0] <= E_ATTN <= fits["alpha_attn"].exponent_interval[1]
+    with pytest.raises(ConfigError, match="depth"):
+        fits["alpha_attn"].predict(4096)
+    assert "depth_exponent" in fits["alpha_ffn"].to_dict()
+
+
+# ------------------------------------------------------------------------------------- recommendation
+
+DESIGN_KEYS = {
+    "width",
+    "depth",
+    "norm",
+    "alpha_attn",
+    "alpha_ffn",
+    "alpha_final",
+    "interval",
+    "fit",
+    "proxy_widths",
+    "extrapolation_factor",
+    "warnings",
+    "studies",
+}
+
+
+def test_recommendation_json_has_the_design_shape():
+    rec = recommend(optima_of(synth(9)), target_width=4096, target_depth=32, space=SPACE, study_ids=["s-1"])
+    d = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    assert DESIGN_KEYS <= set(d)
+    assert set(d["interval"]) == {"alpha_attn", "alpha_ffn", "alpha_final", "level"}
+    assert all(len(d["interval"][p]) == 2 for p in ("alpha_attn", "alpha_ffn", "alpha_final"))
+    assert set(d["fit"]) == {"alpha_attn", "alpha_ffn"}
+    assert all({"exponent", "exponent_interval", "r2"} <= set(d["fit"][p]) for p in d["fit"])
+    assert d["alpha_final"] == d["alpha_ffn"] and d["interval"]["alpha_final"] == d["interval"]["alpha_ffn"]
+    assert (d["width"], d["depth"], d["norm"], d["studies"]) == (4096, 32, "dyt", ["s-1"])
+    assert d["proxy_widths"] == list(WIDTHS) and d["extrapolation_factor"] == 8.0
+    assert d["interval"]["alpha_attn"][0] < d["alpha_attn"] < d["interval"]["alpha_attn"][1]
+
+
+def test_one_proxy_width_falls_back_to_its_optimum_and_says_so():
+    optima = optima_of(synth(10, widths=(64,)))
+    rec = recommend(optima, target_width=4096, target_depth=4, space=SPACE)
+    assert rec.fits == {} and rec.basis["alpha_attn"] == "single_width"
+    assert rec.alpha_attn == pytest.approx(optima[0].alpha_attn)
+    assert any(
+        "Only one proxy width (64)" in w and "Run proxies at 3 or more widths" in w for w in rec.warnings
+    )
+    d = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    assert d["fit"]["alpha_attn"]["exponent"] is None
+
+
+def test_far_extrapolation_two_widths_and_one_depth_are_warned():
+    rec = recommend(optima_of(synth(11, widths=(64, 128))), target_width=65536, target_depth=32, space=SPACE)
+    text = " ".join(rec.warnings)
+    assert "512x the largest proxy width (128)" in text and "beyond the 64x" in text
+    assert "Only 2 proxy widths" in text and "depth 4 only" in text
+
+
+# ------------------------------------------------------------------------------------------- heatmaps
+
+
+def test_heatmap_grid_is_log_spaced_over_the_space_and_serialisable():
+    grid = heatmap_grid([p for p in synth(12) if p.width == 64], space=SPACE, n=21)
+    assert grid.loss.shape == (21, 21) and grid.std is not None and grid.std.shape == (21, 21)
+    for axis, (lo, hi) in ((grid.alpha_attn, SPACE.attn), (grid.alpha_ffn, SPACE.ffn)):
+        assert axis.shape == (21,) and axis[0] == pytest.approx(lo) and axis[-1] == pytest.approx(hi)
+        assert np.allclose(np.diff(np.log(axis)), np.log(hi / lo) / 20)
+    assert not grid.extrapolated and grid.width == 64 and np.isfinite(grid.loss).all()
+    i, j = np.unravel_index(np.argmin(grid.loss), grid.loss.shape)  # rows are alpha_ffn
+    ta, tf = true_optimum(64)
+    assert abs(math.log(grid.alpha_attn[j] / ta)) < 0.5 and abs(math.log(grid.alpha_ffn[i] / tf)) < 0.5
+    json.dumps(grid.to_dict(), allow_nan=False)
+    sparse = heatmap_grid([p for p in synth(12) if p.width == 64][:3], space=SPACE, n=5)
+    assert sparse.to_dict()["loss"][0] == [None] * 5 and sparse.optimum is None
+
+
+def test_extrapolated_heatmap_is_labelled_and_finds_the_target_optimum():
+    grid = extrapolated_heatmap(synth(13), space=SPACE, target_width=4096, target_depth=4, n=15)
+    assert grid.extrapolated and grid.width == 4096 and grid.loss.shape == (15, 15)
+    assert grid.label == "extrapolated to width 4096 from proxy widths [64, 128, 256, 512]"
+    assert grid.std is not None and grid.std.shape == (15, 15) and np.nanmin(grid.loss) == 0.0
+    ta, tf = true_optimum(4096)
+    assert abs(math.log(grid.optimum[0] / ta)) < 0.3 and abs(math.log(grid.optimum[1] / tf)) < 0.3
+    assert np.allclose(np.diff(np.log(grid.alpha_attn)), np.diff(np.log(grid.alpha_attn))[0])
+    json.dumps(grid.to_dict(), allow_nan=False)
+    with pytest.raises(ConfigError, match="2 or more proxy widths"):
+        extrapolated_heatmap(synth(13, widths=(64,)), space=SPACE, target_width=4096, target_depth=4)
+
+
+def test_extrapolated_heatmap_widens_its_axes_to_show_an_optimum_outside_the_space():
+    grid = extrapolated_heatmap(synth(14), space=SPACE, target_width=65536, target_depth=4, n=11)
+    tf = true_optimum(65536)[1]  # ~0.004, below the 0.01 bound
+    assert grid.alpha_ffn[0] < tf < SPACE.ffn[0]
+    assert grid.alpha_ffn[0] < grid.optimum[1] < SPACE.ffn[0]
+
+
+def test_a_surface_that_is_not_a_bowl_is_flagged():
+    """Steeper walls above the optimum than below bias a quadratic's minimum; the user must hear it."""
+    rng = np.random.default_rng(15)
+    la, lf = rng.uniform(*np.log(SPACE.attn), 30), rng.uniform(*np.log(SPACE.ffn), 30)
+    da, df = la - math.log(0.5), lf - math.log(0.2)
+    loss = 2 + 0.05 * (da**2 + df**2) + 0.03 * np.maximum(da, 0) ** 3 + rng.normal(0, 0.02, 30)
+    pts = [
+        TrialPoint(float(np.exp(a)), float(np.exp(f)), float(z), "completed", 64, 4)
+        for a, f, z in zip(la, lf, loss, strict=True)
+    ]
+    lopsided = width_optimum(pts, space=SPACE)
+    bowls = optima_of(synth(15))
+    assert lopsided.lack_of_fit > 6 and all(o.lack_of_fit < 6 for o in bowls)
+    rec = recommend([lopsided, *bowls[1:]], target_width=4096, target_depth=4, space=SPACE)
+    assert [w for w in rec.warnings if "not a quadratic bowl" in w and "Narrow the search space" in w]
+    assert not [w for w in recommend(bowls, target_width=4096, target_depth=4, space=SPACE).warnings]
