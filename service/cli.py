@@ -58,8 +58,8 @@ def study_run(
 
     Re-running the same command resumes the study instead of starting over.
     """
-    from service.local import run_study_locally
     from alphasearch.spec import StudySpec
+    from service.local import run_study_locally
 
     try:
         fields = {"preset": preset, "target_width": target_width, "target_depth": target_depth}
@@ -93,6 +93,181 @@ def bench_train(
     from benchmarks.train_throughput import main as bench_main
 
     bench_main(as_json=as_json, steps=steps, repeats=repeats)
+
+
+# -- the service ---------------------------------------------------------------------------------------
+
+
+def _settings(**overrides: Any) -> Any:
+    from service.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs ALPHASEARCH_API_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    executor: Annotated[str | None, typer.Option(help="ray | inprocess (default: ALPHASEARCH_EXECUTOR or ray)")] = None,
+    scheduler: Annotated[bool | None, typer.Option("--scheduler/--no-scheduler",
+                                                   help="Run the scheduler in this process (default: on).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
+) -> None:  # fmt: skip
+    """Serve the REST API (and, by default, run the scheduler) on the embedded default or your database."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from service.settings import check_bind
+
+    try:
+        settings = _settings(executor=executor, scheduler=scheduler)
+    except ValidationError as exc:
+        _fail(exc)
+        return
+    refusal = check_bind(host, settings)
+    if refusal:
+        typer.echo(f"error: {refusal}", err=True)  # plain: the command in it must survive copy-paste
+        raise typer.Exit(2)
+    _logging(log_level)
+    from service.api.main import create_app
+    from service.db import redacted
+
+    console.print(f"alphasearch API on http://{host}:{port} (docs at /docs); database "
+                  f"{redacted(settings.resolved_database_url)}; scheduler "
+                  f"{'on, ' + settings.executor + ' executor' if settings.scheduler else 'off'}")  # fmt: skip
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+@app.command("scheduler")
+def scheduler_command(
+    executor: Annotated[str | None, typer.Option(help="ray | inprocess (default: ALPHASEARCH_EXECUTOR or ray)")] = None,
+    slots: Annotated[int | None, typer.Option(help="Studies to run at once (default 1).")] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+) -> None:
+    """Run queued studies from the database, for a deployment where the API runs with --no-scheduler."""
+    import signal
+    import threading
+
+    from pydantic import ValidationError
+
+    from service.db import make_engine, make_sessionmaker, migrate, redacted, wait_for_database
+    from service.scheduler import Scheduler
+
+    try:
+        settings = _settings(executor=executor, scheduler_slots=slots)
+    except ValidationError as exc:
+        _fail(exc)
+        return
+    _logging(log_level)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        wait_for_database(engine, settings.db_wait_s)
+        migrate(engine)
+    except AlphaSearchError as exc:
+        _fail(exc)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    runner = Scheduler(settings, make_sessionmaker(engine))
+    runner.start()
+    console.print(f"scheduler {runner.owner} on {redacted(settings.resolved_database_url)}; Ctrl-C stops it "
+                  "(its studies resume on the next start)")  # fmt: skip
+    done.wait()
+    runner.stop()
+
+
+ServerOpt = Annotated[str | None, typer.Option(help="API base URL (default: ALPHASEARCH_SERVER or http://127.0.0.1:8000).")]
+TokenOpt = Annotated[str | None, typer.Option(help="API token for writes (default: ALPHASEARCH_API_TOKEN).")]
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help='YAML or JSON batch: {"studies": [StudySpec, ...]}', exists=True,
+                                         dir_okay=False, readable=True)],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the batch as JSON.")] = False,
+) -> None:  # fmt: skip
+    """Submit a batch of studies to a server. All-or-nothing: one bad entry rejects the batch, listing each."""
+    from service.client import Client
+    from service.render import print_studies
+
+    try:
+        with Client(server, token) as client:
+            batch = client.submit_file(file)
+    except AlphaSearchError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(batch, indent=2) + "\n")
+        return
+    print_studies(Console(), batch["studies"], title=f"batch {batch['id']}: {len(batch['studies'])} studies queued")
+    console.print(f"follow them with `alphasearch status` (or GET /api/v1/batches/{batch['id']})")
+
+
+@app.command()
+def recommend(
+    width: Annotated[int, typer.Option(help="Width (d_model) of the model you will train.")],
+    depth: Annotated[int, typer.Option(help="Its depth (number of blocks).")],
+    norm: Annotated[str, typer.Option(help="dyt | derf")] = "dyt",
+    attention: Annotated[str, typer.Option(help="standard | differential")] = "standard",
+    server: ServerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation JSON.")] = False,
+) -> None:
+    """alpha0 for (width, depth), pooled over every finished matching study on the server."""
+    from service.client import Client
+    from service.render import print_recommendation
+
+    try:
+        with Client(server) as client:
+            rec = client.recommendation(width=width, depth=depth, norm=norm, attention=attention)
+    except AlphaSearchError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(rec, indent=2) + "\n")
+    else:
+        print_recommendation(Console(), rec)
+        console.print(f"pooled from {len(rec.get('studies', []))} studies: {', '.join(rec.get('studies', []))}")
+
+
+@app.command()
+def status(
+    study_id: Annotated[str | None, typer.Argument(help="A study id; without it, the latest studies.")] = None,
+    server: ServerOpt = None,
+    limit: Annotated[int, typer.Option(help="How many studies to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Status, progress and ETA of one study, or a table of the latest ones."""
+    from service.client import Client
+    from service.render import print_recommendation, print_studies, print_study
+
+    try:
+        with Client(server) as client:
+            if study_id is None:
+                data = client.studies(limit=limit)
+            else:
+                data = client.study(study_id)
+                if data["status"] == "completed":
+                    data["recommendation"] = client.study_recommendation(study_id)
+    except AlphaSearchError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    elif study_id is None:
+        print_studies(Console(), data["data"], title=f"latest {len(data['data'])} of {data['count']} studies")
+    else:
+        print_study(Console(), data)
+        if "recommendation" in data:
+            print_recommendation(Console(), data["recommendation"])
 
 
 def main() -> None:  # pragma: no cover - console entry

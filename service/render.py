@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 
@@ -67,3 +74,45 @@ class StudyProgress:
             if lane.label not in self.tasks:
                 self.tasks[lane.label] = self.progress.add_task(lane.label, total=lane.total, best=best)
             self.progress.update(self.tasks[lane.label], completed=lane.done, best=best)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def print_studies(console: Console, studies: list[dict[str, Any]], *, title: str = "studies") -> None:
+    """One row per study as the REST API returns it: id, status, progress, ETA, target."""
+    table = Table(title=title)
+    for column in ("id", "name", "status", "trials", "ETA", "target", "norm", "created"):
+        table.add_column(column)
+    for s in studies:
+        p = s["progress"]
+        table.add_row(
+            s["id"], s.get("name") or "", s["status"], f"{p['trials_done']}/{p['trials_total']}",
+            _eta(p.get("eta_s")), f"w{s['target_width']} d{s['target_depth']}", s["norm"],
+            s["created_at"][:19].replace("T", " "),
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_study(console: Console, study: dict[str, Any]) -> None:
+    """One study: status, progress per proxy lane, error."""
+    p = study["progress"]
+    console.print(
+        f"study [bold]{study['id']}[/] {study.get('name') or ''}: [bold]{study['status']}[/], "
+        f"{p['trials_done']}/{p['trials_total']} trials, ETA {_eta(p.get('eta_s'))}; "
+        f"target width {study['target_width']}, depth {study['target_depth']} ({study['norm']})"
+    )
+    if p.get("lanes"):
+        table = Table()
+        for column in ("lane", "trials", "best val loss"):
+            table.add_column(column)
+        for lane in p["lanes"]:
+            best = "-" if lane.get("best") is None else f"{lane['best']:.4f}"
+            table.add_row(lane["label"], f"{lane['done']}/{lane['total']}", best)
+        console.print(table)
+    if study.get("error"):
+        console.print(f"[red]error:[/] {study['error']}")

@@ -1,0 +1,261 @@
+"""Data functions over the service's tables. Keyword-only; they return None when nothing is found and
+raise the library's errors (StateError) for state conflicts; only the routes turn those into HTTP errors.
+Sessions and transactions belong to the caller.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from alphasearch.errors import StateError
+from alphasearch.spec import StudySpec
+from service.models import Batch, Figure, Study, StudyResult, utcnow
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def trials_planned(spec: StudySpec) -> int:
+    """Trials the study will run, RMSNorm baselines (one trial per (width, depth)) included."""
+    lanes = len(spec.proxy_widths) * len(spec.proxy_depths)
+    return spec.total_trials + (lanes if spec.rmsnorm_baseline else 0)
+
+
+def new_study(
+    *,
+    spec: StudySpec,
+    batch_id: str | None = None,
+    batch_index: int | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Study:
+    return Study(
+        id=new_id(),
+        name=spec.name,
+        spec=spec.to_dict(),
+        fingerprint=spec.fingerprint(),
+        norm=spec.norm,
+        attention=spec.attention,
+        embed_scale=spec.embed_scale,
+        target_width=spec.target_width,
+        target_depth=spec.target_depth,
+        status="queued",
+        cancel_requested=False,
+        trials_done=0,
+        trials_total=trials_planned(spec),
+        batch_id=batch_id,
+        batch_index=batch_index,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+
+
+def create_study(session: Session, *, spec: StudySpec, idempotency_key: str | None = None,
+                 request_hash: str | None = None) -> Study:  # fmt: skip
+    study = new_study(spec=spec, idempotency_key=idempotency_key, request_hash=request_hash)
+    session.add(study)
+    session.flush()
+    return study
+
+
+def get_study(session: Session, *, study_id: str) -> Study | None:
+    return session.get(Study, study_id)
+
+
+def get_study_by_idempotency_key(session: Session, *, key: str) -> Study | None:
+    return session.scalars(select(Study).where(Study.idempotency_key == key)).one_or_none()
+
+
+def list_studies(
+    session: Session, *, status: str | None = None, batch_id: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[Study], int]:
+    query = select(Study)
+    if status is not None:
+        query = query.where(Study.status == status)
+    if batch_id is not None:
+        query = query.where(Study.batch_id == batch_id)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Study.created_at.desc(), Study.id).limit(limit).offset(offset)).all()
+    return list(rows), count
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Study.status, func.count()).group_by(Study.status)).tuples().all())
+
+
+def request_cancel(session: Session, *, study_id: str) -> Study | None:
+    """Queued: cancelled at once. Running: flagged; its scheduler stops it within seconds.
+
+    Raises StateError for a study that already finished.
+    """
+    for _ in range(3):  # the scheduler may move the study between our read and our write
+        study = session.get(Study, study_id)
+        if study is None:
+            return None
+        if study.finished:
+            raise StateError(f"study {study_id} already {study.status}; only queued or running studies can be cancelled")
+        if study.status == "queued":
+            done = session.execute(
+                update(Study)
+                .where(Study.id == study_id, Study.status == "queued")
+                .values(status="cancelled", cancel_requested=True, finished_at=utcnow(), eta_s=None)
+            )
+        else:
+            done = session.execute(
+                update(Study).where(Study.id == study_id, Study.status == "running").values(cancel_requested=True)
+            )
+        if done.rowcount == 1:  # type: ignore[attr-defined]
+            session.expire(study)
+            return session.get(Study, study_id)
+        session.expire(study)
+    raise StateError(f"study {study_id} changed state while cancelling; try again")
+
+
+def create_batch(
+    session: Session,
+    *,
+    specs: list[StudySpec],
+    name: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> Batch:
+    batch = Batch(id=new_id(), name=name, idempotency_key=idempotency_key, request_hash=request_hash)
+    session.add(batch)
+    session.flush()
+    for index, spec in enumerate(specs):
+        session.add(new_study(spec=spec, batch_id=batch.id, batch_index=index))
+    session.flush()
+    session.refresh(batch)
+    return batch
+
+
+def get_batch(session: Session, *, batch_id: str) -> Batch | None:
+    return session.get(Batch, batch_id)
+
+
+def get_batch_by_idempotency_key(session: Session, *, key: str) -> Batch | None:
+    return session.scalars(select(Batch).where(Batch.idempotency_key == key)).one_or_none()
+
+
+def get_result(session: Session, *, study_id: str) -> StudyResult | None:
+    return session.get(StudyResult, study_id)
+
+
+def get_figure(session: Session, *, study_id: str, key: str) -> bytes | None:
+    return session.scalar(select(Figure.png).where(Figure.study_id == study_id, Figure.key == key))
+
+
+def figure_keys(session: Session, *, study_id: str) -> list[str]:
+    return list(session.scalars(select(Figure.key).where(Figure.study_id == study_id).order_by(Figure.key)))
+
+
+def completed_family(session: Session, *, norm: str, attention: str, embed_scale: str | None) -> list[str]:
+    """Ids of completed studies of one model family, in a stable order (the pooled-recommendation key)."""
+    query = select(Study.id).where(Study.status == "completed", Study.norm == norm, Study.attention == attention)
+    if embed_scale is not None:
+        query = query.where(Study.embed_scale == embed_scale)
+    return list(session.scalars(query.order_by(Study.id)))
+
+
+def results_of(session: Session, *, study_ids: list[str]) -> list[tuple[Study, StudyResult]]:
+    rows = session.execute(
+        select(Study, StudyResult).join(StudyResult, StudyResult.study_id == Study.id).where(Study.id.in_(study_ids))
+    ).tuples()
+    return list(rows)
+
+
+# -- scheduler side ----------------------------------------------------------------------------------
+
+
+def claimable(session: Session, *, now: datetime, limit: int = 10) -> list[str]:
+    """Studies a scheduler may take: running ones whose lease lapsed (resume them first), then queued."""
+    lapsed = session.scalars(
+        select(Study.id)
+        .where(Study.status == "running", (Study.lease_expires_at.is_(None)) | (Study.lease_expires_at < now))
+        .order_by(Study.started_at)
+        .limit(limit)
+    ).all()
+    queued = session.scalars(
+        select(Study.id).where(Study.status == "queued").order_by(Study.created_at, Study.id).limit(limit)
+    ).all()
+    return [*lapsed, *queued]
+
+
+def claim(session: Session, *, study_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    """Atomically take a study (one UPDATE guarded by its state): two schedulers never both win."""
+    lease = now + timedelta(seconds=lease_s)
+    took_queued = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.status == "queued")
+        .values(status="running", lease_owner=owner, lease_expires_at=lease, started_at=now)
+    )
+    if took_queued.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    took_lapsed = session.execute(
+        update(Study)
+        .where(
+            Study.id == study_id,
+            Study.status == "running",
+            (Study.lease_expires_at.is_(None)) | (Study.lease_expires_at < now),
+        )
+        .values(lease_owner=owner, lease_expires_at=lease)
+    )
+    return took_lapsed.rowcount == 1  # type: ignore[attr-defined]
+
+
+def renew_lease(session: Session, *, study_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    result = session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.lease_owner == owner, Study.status == "running")
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_lease(session: Session, *, study_id: str, owner: str) -> None:
+    """Let another scheduler (or this service after a restart) resume the study at once."""
+    session.execute(
+        update(Study).where(Study.id == study_id, Study.lease_owner == owner).values(lease_expires_at=None)
+    )
+
+
+def record_progress(
+    session: Session, *, study_id: str, owner: str, done: int, total: int, lanes: list[dict[str, Any]],
+    eta_s: float | None,
+) -> None:  # fmt: skip
+    session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.lease_owner == owner)
+        .values(trials_done=done, trials_total=total, lanes=lanes, eta_s=eta_s)
+    )
+
+
+def is_cancel_requested(session: Session, *, study_id: str) -> bool:
+    return bool(session.scalar(select(Study.cancel_requested).where(Study.id == study_id)))
+
+
+def finish(session: Session, *, study_id: str, owner: str, status: str, error: str | None = None) -> None:
+    session.execute(
+        update(Study)
+        .where(Study.id == study_id, Study.lease_owner == owner)
+        .values(status=status, error=error, finished_at=utcnow(), eta_s=None, lease_expires_at=None)
+    )
+
+
+def store_result(
+    session: Session, *, study_id: str, recommendation: dict[str, Any], report: dict[str, Any],
+    optima: list[dict[str, Any]], figures: dict[str, bytes],
+) -> None:  # fmt: skip
+    old = session.get(StudyResult, study_id)
+    if old is not None:  # a study re-analysed after a resume: the newest analysis wins
+        session.delete(old)
+    session.execute(Figure.__table__.delete().where(Figure.study_id == study_id))
+    session.flush()
+    session.add(StudyResult(study_id=study_id, recommendation=recommendation, report=report, optima=optima))
+    session.add_all(Figure(study_id=study_id, key=key, png=png) for key, png in figures.items())
