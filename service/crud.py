@@ -86,7 +86,7 @@ def list_studies(
 
 
 def count_by_status(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(Study.status, func.count()).group_by(Study.status)).tuples().all())
+    return dict(session.execute(select(Study.status, func.count()).group_by(Study.status)).all())
 
 
 def request_cancel(session: Session, *, study_id: str) -> Study | None:
@@ -166,8 +166,8 @@ def completed_family(session: Session, *, norm: str, attention: str, embed_scale
 def results_of(session: Session, *, study_ids: list[str]) -> list[tuple[Study, StudyResult]]:
     rows = session.execute(
         select(Study, StudyResult).join(StudyResult, StudyResult.study_id == Study.id).where(Study.id.in_(study_ids))
-    ).tuples()
-    return list(rows)
+    )
+    return [(study, result) for study, result in rows]
 
 
 # -- scheduler side ----------------------------------------------------------------------------------
