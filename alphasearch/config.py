@@ -176,6 +176,12 @@ class TrainConfig(_Serialisable):
     device: str = "auto"  # auto | cpu | cuda
     # Divergence: non-finite loss, or the (smoothed) train loss this many nats above its running minimum.
     divergence_margin: float = 2.0
+    # Stalled: a run whose val loss is not `stall_margin` nats below the corpus's unigram entropy by the
+    # checkpoint at `stall_check_at` of its steps (and at the end) learned nothing input-dependent.
+    # It stops there and is reported as stalled: a result, like divergence. 0 disables the checkpoint.
+    detect_stalls: bool = True  # off only for toy runs too short to learn anything (the smoke preset)
+    stall_margin: float = 0.1
+    stall_check_at: float = 0.5
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
 
     def __post_init__(self) -> None:
@@ -192,6 +198,10 @@ class TrainConfig(_Serialisable):
         for name in ("beta1", "beta2"):
             if not (0.0 <= getattr(self, name) < 1.0):
                 raise ConfigError(name, f"got {getattr(self, name)!r}; use a number in [0, 1)")
+        if not (0.0 <= self.stall_check_at <= 1.0):
+            raise ConfigError("stall_check_at", f"got {self.stall_check_at!r}; use a fraction of the steps in [0, 1]")
+        if self.stall_margin < 0:
+            raise ConfigError("stall_margin", f"got {self.stall_margin!r}; use a number of nats >= 0")
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("device", self.device, DEVICES)
         if self.threads is not None:

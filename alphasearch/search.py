@@ -12,10 +12,12 @@ How trials are recorded (what a reader of the Optuna tables needs to know):
 - diverged: a RESULT, never retried. State COMPLETE with value = ln(vocab) (the loss of knowing nothing)
   so samplers steer away from the unstable region; `diverged_at_step` says where. The analysis reads
   `outcome` and keeps diverged trials out of the loss surface.
+- stalled: a RESULT, never retried: the run's val loss never got clearly below the corpus's unigram
+  entropy (it learned nothing input-dependent). State COMPLETE with its real val loss; `stalled_at_step`.
 - pruned: state PRUNED (Optuna's own). cancelled / interrupted: state FAIL, not counted towards the
   budget, so resuming the study runs that point again (interrupted points are re-queued first).
 - failed: a crash. Infrastructure failures (a worker died) are re-run up to `max_retries` times; Optuna's
-  heartbeat + RetryFailedTrialCallback re-queue trials whose driver died mid-flight.
+  heartbeat + RetryHeartbeatStaleTrialCallback re-queue trials whose driver died mid-flight.
 Identical runs are served from the content-addressed ResultCache across studies.
 """
 
@@ -60,7 +62,7 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         url,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=GRACE_PERIOD_S,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         **kwargs,
     )
 
@@ -335,6 +337,7 @@ class StudyRunner:
             if event.infrastructure and flight.retries < self.max_retries and not flight.stop_reason:
                 flight.retries += 1  # the worker died, not the run: run it again elsewhere
                 flight.errors.append(f"retry {flight.retries}: {event.error}")
+                flight.handles.discard(event.handle)  # else the trial waits forever on the dead run
                 handle = self.executor.submit(request, self._progress_callback(flight, seed))
                 flight.handles.add(handle)
                 flight.requests[handle] = (seed, request)
@@ -363,6 +366,8 @@ class StudyRunner:
         attrs["outcome"] = outcome
         if outcome == "diverged":
             attrs["diverged_at_step"] = min(r.diverged_at_step or 0 for r in results if r.diverged)
+        if outcome == "stalled":
+            attrs["stalled_at_step"] = min(r.stalled_at_step or 0 for r in results if r.stalled)
         if outcome == "failed":
             attrs["final"] = True  # a crash counts towards the budget: not re-run by this driver
         for key, val in attrs.items():
@@ -404,6 +409,9 @@ def _classify(flight: _Flight, results: list[TrainResult]) -> tuple[str, float |
         vocab = flight.lane.study.user_attrs.get("spec", {}).get("vocab_size", 256)
         return "diverged", math.log(vocab), states.COMPLETE
     losses = [r.final_val_loss for r in results if r.final_val_loss is not None]
+    if any(r.stalled for r in results):
+        # A real (bad) loss: told to the sampler as is, kept out of the loss surface by the analysis.
+        return "stalled", sum(losses) / len(losses), states.COMPLETE
     if len(losses) < len(flight.lane.seeds):
         return "failed", None, states.FAIL
     return "completed", sum(losses) / len(losses), states.COMPLETE
@@ -417,6 +425,9 @@ def _run_summary(result: TrainResult) -> dict[str, Any]:
         "diverged": result.diverged,
         "diverged_at_step": result.diverged_at_step,
         "stopped": result.stopped,
+        "stalled": result.stalled,
+        "stalled_at_step": result.stalled_at_step,
+        "outcome": result.outcome,
         "steps_done": result.steps_done,
         "alphas": result.alphas,
         "embed_scale": result.embed_scale,

@@ -46,6 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_steps": 5,
         "eval_interval": 10,
         "rmsnorm_baseline": False,
+        "detect_stalls": False,  # 30 steps cannot beat the unigram entropy: every run would "stall"
         "max_total_tokens": 10_000_000,
     },
     # Minutes on a 2-core laptop: three proxy widths, a 3x3 grid each, short runs.
@@ -62,6 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_steps": 20,
         "eval_interval": 50,
         "rmsnorm_baseline": True,
+        "detect_stalls": True,
         "max_total_tokens": 200_000_000,
     },
     # An hour or a few on a workstation: four widths, TPE + ASHA, longer runs.
@@ -78,6 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_steps": 60,
         "eval_interval": 100,
         "rmsnorm_baseline": True,
+        "detect_stalls": True,
         "max_total_tokens": 5_000_000_000,
     },
     # A GPU cluster: wider proxies, several depths, Chinchilla-ish token counts for the small widths.
@@ -94,6 +97,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_steps": 200,
         "eval_interval": 200,
         "rmsnorm_baseline": True,
+        "detect_stalls": True,
         "max_total_tokens": 10**12,
     },
 }
@@ -125,6 +129,7 @@ class StudySpec:
     warmup_steps: int = -1
     eval_interval: int = 0
     rmsnorm_baseline: bool | None = None
+    detect_stalls: bool | None = None  # stop + mark runs that learn nothing input-dependent (TrainConfig)
     head_dim: int = 32
     embed_scale: str = "unit_rms"  # the proxy parametrisation; recorded with every study
     corpus: str | None = None  # None = the default Shakespeare corpus; else a text file or folder
@@ -244,6 +249,7 @@ class StudySpec:
             lr=self.lr,
             warmup_steps=min(self.warmup_steps, max(0, self.steps - 1)),
             eval_interval=min(self.eval_interval, self.steps),
+            detect_stalls=bool(self.detect_stalls),
             seed=seed,
         )
 

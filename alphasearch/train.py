@@ -12,7 +12,9 @@ validation loss is measured on a FIXED held-out slice (the same for every seed a
 `eval_interval` steps and at the end.
 
 Divergence is a result, not a crash: a non-finite loss, or a smoothed train loss `divergence_margin`
-nats above its running minimum, stops the run and returns `diverged=True` with the step. A caller's
+nats above its running minimum, stops the run and returns `diverged=True` with the step. So is a stall:
+a val loss not clearly below the corpus's unigram entropy at the checkpoint (`stall_check_at` of the
+steps) or at the end means the run learned nothing input-dependent; it stops and returns `stalled=True`. A caller's
 `on_step` callback sees every step (and the val loss at evaluation steps) and may return "pruned" or
 "cancelled" to stop the run cooperatively.
 """
@@ -59,7 +61,7 @@ class TrainResult:
     train_loss: float | None  # smoothed train loss at the last step
     diverged: bool
     diverged_at_step: int | None
-    stopped: str | None  # "pruned" | "cancelled" | None
+    stopped: str | None  # "pruned" | "cancelled" | None (caller's decision, not a property of the run)
     steps_done: int
     alphas: dict[str, Any]  # learned alpha per layer at the end: {"attn": [...], "ffn": [...], "final": x}
     embed_scale: float
@@ -69,10 +71,22 @@ class TrainResult:
     device: str
     precision: str
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    stalled: bool = False  # val loss never got clearly below the unigram entropy (see TrainConfig)
+    stalled_at_step: int | None = None
+    unigram_entropy: float | None = None  # of the training corpus, nats/byte: the "learned nothing" level
 
     @property
     def completed(self) -> bool:
-        return not self.diverged and self.stopped is None and self.final_val_loss is not None
+        return not (self.diverged or self.stalled) and self.stopped is None and self.final_val_loss is not None
+
+    @property
+    def outcome(self) -> str:
+        """completed | diverged | stalled | pruned | cancelled."""
+        if self.diverged:
+            return "diverged"
+        if self.stopped:
+            return self.stopped
+        return "stalled" if self.stalled else "completed"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +198,11 @@ def train(
     sampler = corpus.batch_sampler(train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
     val_batches = corpus.val_batches(train_cfg.eval_batches, train_cfg.batch_size, train_cfg.seq_len)
     watch = _DivergenceWatch(train_cfg.divergence_margin)
+    entropy = corpus.unigram_entropy()
+    stall_level = entropy - train_cfg.stall_margin if train_cfg.detect_stalls else math.inf
+    check_at = train_cfg.stall_check_at if train_cfg.detect_stalls else 0.0
+    stall_step = math.ceil(check_at * train_cfg.steps) if check_at else None
+    stalled_at: int | None = None
 
     val_curve: list[tuple[int, float]] = []
     diverged_at: int | None = None
@@ -214,6 +233,10 @@ def train(
                 diverged_at = steps_done
                 break
             val_curve.append((steps_done, val_loss))
+            at_checkpoint = stall_step is not None and steps_done >= stall_step
+            if (at_checkpoint or steps_done == train_cfg.steps) and val_loss > stall_level:
+                stalled_at = steps_done
+                break
         if on_step is not None:
             event = StepEvent(
                 step=steps_done,
@@ -233,6 +256,7 @@ def train(
 
     finished = diverged_at is None and stopped is None
     return TrainResult(
+        # A stalled run keeps its last val loss (it is a real measurement); `completed` says it is not usable.
         final_val_loss=val_curve[-1][1] if finished and val_curve else None,
         val_curve=val_curve,
         train_loss=watch.ema,
@@ -247,4 +271,7 @@ def train(
         n_params=model.num_params(),
         device=str(device),
         precision="bf16" if dtype is not None else "fp32",
+        stalled=stalled_at is not None,
+        stalled_at_step=stalled_at,
+        unigram_entropy=entropy,
     )

@@ -20,7 +20,8 @@ def corpus():
 
 
 def tiny_train(**overrides) -> TrainConfig:
-    base = {"steps": 12, "batch_size": 8, "seq_len": 32, "eval_interval": 6, "eval_batches": 2, "warmup_steps": 2}
+    base = {"steps": 12, "batch_size": 8, "seq_len": 32, "eval_interval": 6, "eval_batches": 2, "warmup_steps": 2,
+            "detect_stalls": False}  # 12 steps cannot beat the unigram entropy
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -53,6 +54,15 @@ def test_absurd_learning_rate_diverges_and_is_reported_not_raised(corpus):
     assert result.diverged_at_step is not None and 1 <= result.diverged_at_step <= 60
     assert result.final_val_loss is None
     assert not result.completed
+
+
+def test_a_run_that_learns_nothing_is_reported_stalled_at_the_checkpoint(corpus):
+    result = train(TINY, tiny_train(lr=1e-7, detect_stalls=True, steps=12, eval_interval=3), corpus)
+    assert result.stalled and result.outcome == "stalled" and not result.completed
+    assert result.stalled_at_step == 6  # the checkpoint at half the steps; it stopped there
+    assert result.steps_done == 6
+    assert result.final_val_loss > result.unigram_entropy - 0.1
+    assert result.unigram_entropy == pytest.approx(corpus.unigram_entropy())
 
 
 def test_on_step_can_prune_and_sees_val_losses(corpus):
