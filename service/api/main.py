@@ -19,6 +19,7 @@ from alphasearch.executor import Executor
 from service.api import errors
 from service.api.limits import BodySizeLimit
 from service.api.routes import batches, recommendations, studies, system
+from service.dashboard import install as install_dashboard
 from service.db import make_engine, make_sessionmaker, migrate, redacted, wait_for_database
 from service.metrics import make_registry
 from service.pooled import PooledRecommendations
@@ -69,5 +70,6 @@ def create_app(settings: Settings | None = None, *, executor_factory: Callable[[
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.router)
+    install_dashboard(app)  # the web dashboard at / (service/dashboard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
