@@ -75,8 +75,10 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         return None
 
 
-def make_sampler(spec: StudySpec, lane_index: int) -> optuna.samplers.BaseSampler:
-    seed = spec.sampler_seed * 1000 + lane_index
+def make_sampler(spec: StudySpec, lane_index: int, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
+    # resumed_after: trials the lane already holds. A resumed lane seeded as at its start would replay the
+    # alpha points it has already run (random / startup draws), so the seed moves on with the history.
+    seed = spec.sampler_seed * 1000 + lane_index + 7919 * resumed_after
     if spec.sampler == "grid":
         k = math.isqrt(spec.trials_per_width)
         return AskTellGridSampler(
@@ -188,6 +190,8 @@ class StudyRunner:
                         direction="minimize",
                         load_if_exists=True,
                     )
+                    if study.trials:  # resuming: draw new points, not the ones the first run drew
+                        study.sampler = make_sampler(spec, len(lanes), resumed_after=len(study.trials))
                     study.set_user_attr("alphasearch_study", self.study_id)
                     study.set_user_attr("spec", json_safe(spec.to_dict()))
                     study.set_user_attr("width", width)
