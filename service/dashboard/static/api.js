@@ -33,7 +33,7 @@ export function describeDetail(status, detail) {
   if (Array.isArray(detail)) {
     return detail
       .map((d) => {
-        const where = d.index !== undefined && d.index !== null ? `entry ${d.index}: ` : "";
+        const where = d.index !== undefined && d.index !== null ? `studies[${d.index}] ` : "";
         const field = d.field || (Array.isArray(d.loc) ? d.loc.filter((x) => x !== "body").join(".") : "");
         return `${where}${field ? field + ": " : ""}${d.message || d.msg || JSON.stringify(d)}`;
       })
