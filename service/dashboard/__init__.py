@@ -143,4 +143,3 @@ def _optimum(cls: Any, d: dict[str, Any]) -> Any:
 
 def _num(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
-

@@ -40,11 +40,21 @@ SMOKE = {
     "warmup_steps": 1,
 }
 # Long enough to still be running when the test clicks cancel; it never finishes.
-LONG = {**SMOKE, "name": "browser-long", "trials_per_width": 60, "tokens_per_trial": 16 * 64 * 40, "eval_interval": 10}
+LONG = {
+    **SMOKE,
+    "name": "browser-long",
+    "trials_per_width": 60,
+    "tokens_per_trial": 16 * 64 * 40,
+    "eval_interval": 10,
+}
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("ALPHASEARCH_TEST_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+    for candidate in (
+        os.environ.get("ALPHASEARCH_TEST_CHROMIUM"),
+        shutil.which("chromium"),
+        "/usr/bin/chromium",
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -75,7 +85,9 @@ class Server:
         cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port), "--no-access-log"]
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=f"{self.url}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        self.client = httpx.Client(
+            base_url=f"{self.url}/api/v1", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -105,7 +117,9 @@ class Server:
             if study["status"] in statuses:
                 return study
             if time.monotonic() > deadline:
-                raise AssertionError(f"study {study_id} still {study['status']} after {timeout:.0f} s:\n{self.tail()}")
+                raise AssertionError(
+                    f"study {study_id} still {study['status']} after {timeout:.0f} s:\n{self.tail()}"
+                )
             time.sleep(0.5)
 
     def stop(self) -> None:

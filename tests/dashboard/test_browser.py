@@ -71,7 +71,9 @@ def test_study_page_renders_every_heatmap_and_the_width_plot(page, console, serv
         panel = page.locator(f".heatmap-panel[data-key='{h['key']}']")
         assert panel.locator(".heatmaplayer image").count() >= 1, f"{h['key']}: no heatmap drawn"
         points = panel.locator(".scatterlayer .point").count()
-        assert points >= len(h["grid"]["completed"]), f"{h['key']}: {points} markers for {len(h['grid']['completed'])} trials"
+        assert points >= len(h["grid"]["completed"]), (
+            f"{h['key']}: {points} markers for {len(h['grid']['completed'])} trials"
+        )
         if h["extrapolated"]:
             assert "EXTRAPOLATED" in panel.inner_text()
             assert "EXTRAPOLATED" in (panel.locator(".gtitle").text_content() or "")
@@ -90,7 +92,9 @@ def test_study_page_renders_every_heatmap_and_the_width_plot(page, console, serv
 
     assert page.locator("table.trials tbody tr").count() == trials["count"] == 16
     assert page.locator("#loss-curves .scatterlayer .trace").count() >= trials["count"]
-    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"], "horizontal scroll at 1366 px"
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"], (
+        "horizontal scroll at 1366 px"
+    )
     screenshot(page, "study-laptop", full_page=False)
     screenshot(page, "study")
     page.locator("table.trials tbody tr").first.click()  # highlights its curve
@@ -114,7 +118,9 @@ def test_copy_buttons_give_the_recommendation(page, console, server, finished_st
 
     page.click("#copy-flags")
     flags = _clipboard(page)
-    m = re.fullmatch(r"--attn_alpha_init_value (\S+) --ffn_alpha_init_value (\S+) --dec_alpha_init_value (\S+)", flags)
+    m = re.fullmatch(
+        r"--attn_alpha_init_value (\S+) --ffn_alpha_init_value (\S+) --dec_alpha_init_value (\S+)", flags
+    )
     assert m, flags
     for text, key in zip(m.groups(), ("alpha_attn", "alpha_ffn", "alpha_final"), strict=True):
         assert float(text) == pytest.approx(rec[key], rel=5e-3)  # 3 significant digits
@@ -172,7 +178,8 @@ def test_cancel_button_stops_a_running_study(page, console, server, finished_stu
     page.wait_for_function(
         "([id, total]) => { const r = document.querySelector(`tr[data-study-id='${id}']`);"
         " return r && /[1-9]\\d*\\//.test(r.querySelector('.progress').innerText) }",
-        arg=[long["id"], total], timeout=120_000,
+        arg=[long["id"], total],
+        timeout=120_000,
     )
     screenshot(page, "studies-running", full_page=False)
 

@@ -31,7 +31,16 @@ def test_index_is_served_at_root_with_local_assets_only(client: TestClient) -> N
     assert '<script type="module" src="/dashboard/static/app.js">' in r.text
     assert "{{PLOTLY_VERSION}}" not in r.text
     assert "http://" not in r.text and "https://" not in r.text, "no CDN: every asset comes from this server"
-    for asset in ("app.js", "api.js", "ui.js", "plots.js", "pages/study.js", "pages/studies.js", "pages/batch.js", "style.css"):
+    for asset in (
+        "app.js",
+        "api.js",
+        "ui.js",
+        "plots.js",
+        "pages/study.js",
+        "pages/studies.js",
+        "pages/batch.js",
+        "style.css",
+    ):
         assert client.get(f"/dashboard/static/{asset}").status_code == 200, asset
 
 
@@ -84,5 +93,10 @@ def test_trend_lines_follow_the_power_law_and_widen_away_from_the_proxies() -> N
 
 
 def test_trend_lines_need_two_widths() -> None:
-    assert trend_lines({"width": 4096, "depth": 4, "interval": {"level": 0.9}, "per_width": [_optimum(64, 1, 1)]}) == {}
+    assert (
+        trend_lines(
+            {"width": 4096, "depth": 4, "interval": {"level": 0.9}, "per_width": [_optimum(64, 1, 1)]}
+        )
+        == {}
+    )
     assert trend_lines({"width": 4096, "depth": 4, "per_width": [{"width": 64}]}) == {}
