@@ -86,7 +86,8 @@ def _eta(seconds: float | None) -> str:
 def print_studies(console: Console, studies: list[dict[str, Any]], *, title: str = "studies") -> None:
     """One row per study as the REST API returns it: id, status, progress, ETA, target."""
     table = Table(title=title)
-    for column in ("id", "name", "status", "trials", "ETA", "target", "norm", "created"):
+    table.add_column("id", no_wrap=True)  # ids are for copying
+    for column in ("name", "status", "trials", "ETA", "target", "norm", "created"):
         table.add_column(column)
     for s in studies:
         p = s["progress"]

@@ -98,15 +98,16 @@ def parse_batch_text(text: str) -> Any:
 
 def validate_batch(entries: list[Any], *, limit: int) -> tuple[list[StudySpec], list[dict[str, Any]]]:
     """(specs, errors): errors holds one {index, field, message} per bad entry; specs is empty if any."""
+    from service.api.errors import field_error
+
     if not entries:
-        return [], [{"index": None, "field": "studies", "message": "the batch is empty; give at least one StudySpec"}]
+        return [], [field_error("studies", "the batch is empty; give at least one StudySpec")]
     if len(entries) > limit:
-        return [], [{"index": None, "field": "studies",
-                     "message": f"{len(entries)} studies; a batch holds at most {limit}: split it into several"}]  # fmt: skip
+        return [], [field_error("studies", f"{len(entries)} studies; a batch holds at most {limit}: split it into several")]
     specs, errors = [], []
     for index, entry in enumerate(entries):
         try:
             specs.append(spec_from_data(entry))
         except ConfigError as exc:
-            errors.append({"index": index, "field": exc.field, "message": exc.message})
+            errors.append(field_error(exc.field, exc.message, index=index, kind="config_error"))
     return ([] if errors else specs), errors

@@ -1,6 +1,7 @@
 """Exception handlers: client mistakes become 4xx with the field and the fix, never a 500.
 
-Error bodies: `{"detail": "text"}` or `{"detail": [{"field": ..., "message": ..., "index": ...}]}`.
+Error bodies: `{"detail": "text"}`, or for 422 `{"detail": [{"field": ..., "message": ..., "index": ...}]}`
+where each entry also carries FastAPI's own `loc` / `msg` / `type`, so generic FastAPI clients read it too.
 """
 
 from __future__ import annotations
@@ -17,13 +18,22 @@ from alphasearch.errors import ConfigError, NotFoundError, StateError, StorageEr
 log = logging.getLogger(__name__)
 
 
+def field_error(field: str, message: str, *, index: int | None = None, kind: str = "value_error") -> dict:
+    loc: list[str | int] = ["body"] + ([index] if index is not None else []) + field.split(".")
+    out = {"field": field, "message": message, "loc": loc, "msg": message, "type": kind}
+    if index is not None:
+        out["index"] = index
+    return out
+
+
 def field_errors(errors: list[dict]) -> list[dict]:
     out = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ())]
-        if loc and loc[0] in ("body", "query", "path", "header"):
-            loc = loc[1:]
-        out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
+        loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
+        names = loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc
+        message = err.get("msg", "invalid")
+        out.append({"field": ".".join(map(str, names)) or "body", "message": message, "loc": loc or ["body"],
+                    "msg": message, "type": err.get("type", "value_error")})  # fmt: skip
     return out
 
 
@@ -32,7 +42,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _config(request: Request, exc: ConfigError) -> JSONResponse:
-    return JSONResponse({"detail": [{"field": exc.field, "message": exc.message}]}, status_code=422)
+    return JSONResponse({"detail": [field_error(exc.field, exc.message, kind="config_error")]}, status_code=422)
 
 
 async def _state(request: Request, exc: StateError) -> JSONResponse:
@@ -45,7 +55,7 @@ async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
 
 async def _data(request: Request, exc: DataError) -> JSONResponse:
     # A value the database refuses (e.g. a NUL byte for PostgreSQL): the client's input, not our fault.
-    return JSONResponse({"detail": [{"field": "body", "message": "a value the database cannot store"}]}, status_code=422)
+    return JSONResponse({"detail": [field_error("body", "a value the database cannot store")]}, status_code=422)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, executor_factory: Callable[[
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings: Settings = app.state.settings  # the source of truth, so a test may swap it before start-up
         url = settings.resolved_database_url
         engine = make_engine(url)
         await run_in_threadpool(wait_for_database, engine, settings.db_wait_s)

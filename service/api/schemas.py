@@ -194,9 +194,12 @@ class BatchPublic(BaseModel):
 
 
 class FieldError(BaseModel):
-    field: str
-    message: str
+    field: str = Field(description="the offending field (dotted path)")
+    message: str = Field(description="what is wrong and how to fix it")
     index: int | None = Field(None, description="which entry of a batch")
+    loc: list[str | int] = Field(description="FastAPI-style location: ['body', (index,) field...]")
+    msg: str
+    type: str
 
 
 class ErrorPublic(BaseModel):

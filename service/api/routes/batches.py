@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from alphasearch.errors import ConfigError
 from service import crud
 from service.api.deps import SessionDep, WriterDep
+from service.api.errors import field_error
 from service.api.routes.studies import ID_PATTERN, IdempotencyKey, study_public
 from service.api.schemas import BatchCreate, BatchPublic, ErrorPublic
 from service.models import Batch
@@ -121,9 +122,8 @@ def _create(request: Request, entries: list[Any], name: str | None, digest: str,
 
 def _replay(existing: Batch, digest: str) -> JSONResponse:
     if existing.request_hash != digest:
-        return JSONResponse({"detail": [{"field": "Idempotency-Key",
-                                         "message": "this key was used for a different batch; use a new key"}]},
-                            status_code=422)  # fmt: skip
+        error = field_error("Idempotency-Key", "this key was used for a different batch; use a new key")
+        return JSONResponse({"detail": [error]}, status_code=422)
     return JSONResponse(batch_public(existing).model_dump(mode="json"), status_code=202,
                         headers={"Idempotent-Replayed": "true"})  # fmt: skip
 

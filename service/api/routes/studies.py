@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from alphasearch.spec import StudySpec
 from service import crud, trials
 from service.api.deps import SessionDep, SettingsDep, WriterDep
+from service.api.errors import field_error
 from service.api.schemas import (
     ErrorPublic,
     HeatmapPublic,
@@ -77,7 +78,7 @@ def _replay(existing: Any, digest: str, public: Any) -> JSONResponse:
     if existing.request_hash != digest:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            [{"field": "Idempotency-Key", "message": "this key was used for a different request; use a new key"}],
+            [field_error("Idempotency-Key", "this key was used for a different request; use a new key")],
         )
     return JSONResponse(public.model_dump(mode="json"), status_code=202, headers={"Idempotent-Replayed": "true"})
 
