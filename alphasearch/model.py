@@ -1,0 +1,297 @@
+"""The proxy language model: a small LLaMA-style decoder whose norms can be DyT, Derf, RMSNorm or LayerNorm.
+
+    tokens -> embedding * embed_scale -> depth x Block -> final norm -> untied head -> logits
+
+    Block (pre-norm, default):  x = x + attn(norm_attn(x));  x = x + ffn(norm_ffn(x))
+    Block (post-norm, opt-in):  x = norm_attn(x + attn(x));  x = norm_ffn(x + ffn(x))
+
+References:
+- LLaMA (Touvron et al. 2023): pre-norm RMSNorm, rotary position embeddings (RoPE, Su et al. 2021),
+  SwiGLU feed-forward (Shazeer 2020), no biases, untied output head.
+- DyT (Zhu et al. 2025, "Transformers without Normalization"): norms replaced by `weight * tanh(alpha * x)`;
+  in the LLM setting a learnable scalar after the embedding and separate alpha0 for the norm before attention
+  and for the others. See alphasearch.nn and DESIGN §1/§4.
+- Differential Transformer (Ye et al. 2024): attention = softmax(Q1 K1^T) - lambda * softmax(Q2 K2^T),
+  per-head RMSNorm after the subtraction, output scaled by (1 - lambda_init).
+
+Speed notes (CPU, bf16 autocast; numbers in docs/benchmarks.md): one fused QKV matmul and one fused
+gate+up matmul per block; RoPE tables are buffers applied with one cat + one addcmul to q and k together;
+attention is torch's scaled_dot_product_attention (flash kernel on CPU), never a Python loop over heads.
+
+    >>> import torch
+    >>> from alphasearch.config import ModelConfig
+    >>> model = ProxyLM(ModelConfig(width=64, depth=2))
+    >>> model(torch.zeros(1, 8, dtype=torch.long)).shape
+    torch.Size([1, 8, 256])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alphasearch.config import ModelConfig
+from alphasearch.errors import ConfigError
+from alphasearch.nn import RMSNorm, make_norm
+
+__all__ = ["ProxyLM", "lambda_init"]
+
+
+def lambda_init(layer: int) -> float:
+    """Differential attention's lambda_init for `layer` counted from 1: 0.8 - 0.6 * exp(-0.3 * (layer - 1)).
+
+    >>> round(lambda_init(1), 4), round(lambda_init(2), 4)
+    (0.2, 0.3555)
+    """
+    return 0.8 - 0.6 * math.exp(-0.3 * (layer - 1))
+
+
+def rope_tables(max_seq_len: int, rot_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and signed sin tables, each (max_seq_len, rot_dim), for the rotate-half form of RoPE.
+
+    With x = [x1, x2] (halves of the last dim), RoPE(x) = x * cos + [x2, x1] * sin_signed where
+    cos = [c, c] and sin_signed = [-s, s]. Folding the sign into the table saves a negation per call.
+    """
+    inv_freq = base ** (-torch.arange(0, rot_dim, 2, dtype=torch.float64) / rot_dim)  # (rot_dim/2,)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # (T, rot_dim/2)
+    cos = torch.cat([angles.cos(), angles.cos()], dim=-1)  # (T, rot_dim)
+    sin = torch.cat([-angles.sin(), angles.sin()], dim=-1)  # (T, rot_dim)
+    return cos.float(), sin.float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the last dim of x (B, T, 2, heads, rot_dim) by position; cos/sin are (T, 1, 1, rot_dim)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.addcmul(x * cos, torch.cat([x2, x1], dim=-1), sin)
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None
+) -> torch.Tensor:
+    """Causal scaled_dot_product_attention of (B, heads, T, hs) tensors.
+
+    NOTE: on CPU it runs in fp32 with autocast switched off: torch's CPU flash-attention kernel is faster in
+    fp32 than in bf16 (about 20% at head_dim 32, torch 2.13; docs/benchmarks.md), and autocast would cast
+    q, k, v to bf16. On GPU it runs in the input dtype (bf16 under autocast).
+    """
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scale)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with RoPE; "differential" turns it into Diff attention.
+
+    Differential: each head's q and k are split into two halves of head_dim/2 (the two maps of the head),
+    v keeps the full head_dim, and
+        out_h = (1 - lambda_init) * RMSNorm_h(softmax(q1 k1^T) v - lambda * softmax(q2 k2^T) v).
+    NOTE: CPU flash attention needs q, k, v with the same last dim, so each half of q/k is zero-padded to
+    head_dim (a zero tail does not change q.k) and both maps run in ONE SDPA call with 2*n_heads heads and
+    the softmax scale of the half size, 1/sqrt(head_dim/2).
+    """
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        assert cfg.n_heads is not None
+        self.n_heads, self.head_dim, self.width = cfg.n_heads, cfg.head_dim, cfg.width
+        self.differential = cfg.attention == "differential"
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width, bias=False)  # fused q, k, v projection
+        self.proj = nn.Linear(cfg.width, cfg.width, bias=False)
+        rot_dim = self.head_dim // 2 if self.differential else self.head_dim
+        cos, sin = rope_tables(cfg.max_seq_len, rot_dim)  # (max_T, rot_dim) each
+        # (max_T, 1, 1, rot_dim): broadcasts over (B, T, 2 [q, k], heads, rot_dim). Not persistent: derived.
+        self.register_buffer("rope_cos", cos.view(-1, 1, 1, rot_dim), persistent=False)
+        self.register_buffer("rope_sin", sin.view(-1, 1, 1, rot_dim), persistent=False)
+        if self.differential:
+            half = self.head_dim // 2
+            self.lambda_init = lambda_init(layer)
+            self.lambda_q1 = nn.Parameter(torch.zeros(half).normal_(0.0, 0.1))
+            self.lambda_k1 = nn.Parameter(torch.zeros(half).normal_(0.0, 0.1))
+            self.lambda_q2 = nn.Parameter(torch.zeros(half).normal_(0.0, 0.1))
+            self.lambda_k2 = nn.Parameter(torch.zeros(half).normal_(0.0, 0.1))
+            self.head_norm = RMSNorm(self.head_dim, eps=1e-5)  # per-head, shared weight across heads
+
+    def lambda_value(self) -> torch.Tensor:
+        """The learnable scalar lambda = exp(lq1.lk1) - exp(lq2.lk2) + lambda_init (differential only)."""
+        l1 = torch.exp(torch.dot(self.lambda_q1, self.lambda_k1))
+        l2 = torch.exp(torch.dot(self.lambda_q2, self.lambda_k2))
+        return l1 - l2 + self.lambda_init
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, hs = self.n_heads, self.head_dim
+        qkv = self.qkv(x).view(B, T, 3, nh, hs)  # (B, T, 3, nh, hs)
+        # On CPU the fp32 tables promote q, k to fp32 for the fp32 attention kernel (see causal_attention).
+        rope_dtype = torch.float32 if x.device.type == "cpu" else qkv.dtype
+        cos, sin = self.rope_cos[:T].to(rope_dtype), self.rope_sin[:T].to(rope_dtype)  # (T, 1, 1, rot_dim)
+        if not self.differential:
+            qk = apply_rope(qkv[:, :, :2], cos, sin)  # (B, T, 2, nh, hs): q and k rotated together
+            q = qk[:, :, 0].transpose(1, 2)  # (B, nh, T, hs)
+            k = qk[:, :, 1].transpose(1, 2)  # (B, nh, T, hs)
+            v = qkv[:, :, 2].transpose(1, 2)  # (B, nh, T, hs)
+            y = causal_attention(q, k, v)  # (B, nh, T, hs)
+        else:
+            half = hs // 2
+            qk = qkv[:, :, :2].reshape(B, T, 2, 2 * nh, half)  # (B, T, 2, 2nh, hs/2): head h -> maps 2h, 2h+1
+            qk = apply_rope(qk, cos, sin)  # (B, T, 2, 2nh, hs/2)
+            qk = F.pad(qk, (0, hs - half))  # (B, T, 2, 2nh, hs): zero tail keeps q.k, flash needs equal dims
+            q = qk[:, :, 0].transpose(1, 2)  # (B, 2nh, T, hs)
+            k = qk[:, :, 1].transpose(1, 2)  # (B, 2nh, T, hs)
+            v = qkv[:, :, 2:3].expand(B, T, 2, nh, hs)  # (B, T, 2, nh, hs): both maps read the same v
+            v = v.transpose(2, 3).reshape(B, T, 2 * nh, hs).transpose(1, 2)  # (B, 2nh, T, hs)
+            y = causal_attention(q, k, v, scale=half**-0.5)  # (B, 2nh, T, hs)
+            y = y.view(B, nh, 2, T, hs)  # (B, nh, 2, T, hs)
+            y = y[:, :, 0] - self.lambda_value() * y[:, :, 1]  # (B, nh, T, hs)
+            y = self.head_norm(y) * (1.0 - self.lambda_init)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class SwiGLU(nn.Module):
+    """`down(silu(gate(x)) * up(x))` with gate and up fused into one matmul."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(width, 2 * hidden, bias=False)  # fused [gate; up]
+        self.down = nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # 2 x (B, T, hidden)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """One transformer block; `layer` counts from 1 (differential attention's lambda_init depends on it)."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        assert cfg.ffn_hidden is not None
+        self.post_norm = cfg.norm_position == "post"
+        norm_kw = {"bias": cfg.dyt_bias, "shift0": cfg.derf_shift}
+        self.norm_attn = make_norm(cfg.norm, cfg.width, alpha0=cfg.alpha_attn, **norm_kw)
+        self.attn = CausalSelfAttention(cfg, layer)
+        self.norm_ffn = make_norm(cfg.norm, cfg.width, alpha0=cfg.alpha_ffn, **norm_kw)
+        self.ffn = SwiGLU(cfg.width, cfg.ffn_hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = self.norm_attn(x + self.attn(x))
+            return self.norm_ffn(x + self.ffn(x))
+        x = x + self.attn(self.norm_attn(x))
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class ProxyLM(nn.Module):
+    """The LLaMA-style proxy LM of DESIGN §4, configured entirely by a `ModelConfig`.
+
+    The final norm is present in both pre- and post-norm stacks (its alpha0 is `alpha_final`).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.width)
+        # Learnable scalar after the embedding (DyT's LLM recipe); frozen at 1 for the normalising families,
+        # whose first norm removes the scale anyway.
+        self.embed_scale = nn.Parameter(
+            torch.tensor(self._embed_scale_init(cfg)), requires_grad=cfg.has_alpha
+        )
+        self.blocks = nn.ModuleList([Block(cfg, layer) for layer in range(1, cfg.depth + 1)])
+        assert cfg.alpha_final is not None
+        self.norm_final = make_norm(
+            cfg.norm, cfg.width, alpha0=cfg.alpha_final, bias=cfg.dyt_bias, shift0=cfg.derf_shift
+        )
+        self.head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)  # untied from tok_emb
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)
+
+    @staticmethod
+    def _embed_scale_init(cfg: ModelConfig) -> float:
+        if not cfg.has_alpha or cfg.embed_scale == "one":
+            return 1.0
+        if cfg.embed_scale == "unit_rms":
+            return 1.0 / cfg.init_std  # embedding output RMS ~1 at every width
+        return math.sqrt(cfg.width)  # "sqrt_width", the published DyT LLM rule
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids `idx` (B, T); with `targets` (B, T), the mean cross-entropy
+        in nats per token instead (computed in fp32 even under bf16 autocast)."""
+        B, T = idx.shape
+        if T > self.cfg.max_seq_len:
+            raise ConfigError(
+                "max_seq_len",
+                f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}; raise max_seq_len",
+            )
+        x = self.tok_emb(idx) * self.embed_scale  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm_final(x))  # (B, T, V)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))
+
+    # ---- helpers for the trainer and the benchmarks -------------------------------------------------
+
+    def num_params(self) -> int:
+        """Number of parameters, all of them (embedding and frozen embed_scale included)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def num_matmul_params(self) -> int:
+        """Parameters that take part in a matmul: every Linear weight (the head included, the embedding
+        lookup not)."""
+        return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs (forward + backward) per token at context `seq_len`.
+
+        Counted as in the PaLM paper (appendix B) and nanoGPT: 6 * num_matmul_params() for the weight
+        matmuls (2 forward + 4 backward), plus for attention 6 * 2 * seq_len * (q.k width + a.v width) per
+        layer, over the FULL T x T score matrix (not halved for the causal mask). That is
+        12 * depth * width * seq_len for standard attention, 18 * depth * width * seq_len for differential
+        (two maps of half-size q.k, each applied to the full-size v). Element-wise work is not counted.
+        """
+        cfg = self.cfg
+        av_width = 2 * cfg.width if cfg.attention == "differential" else cfg.width
+        attention = 6 * cfg.depth * seq_len * (cfg.width + av_width)
+        return float(6 * self.num_matmul_params() + attention)
+
+    def alphas(self) -> dict[str, list[float] | float | None]:
+        """The current alpha of every norm: {"attn": [per layer], "ffn": [per layer], "final": float}.
+
+        Empty lists and None for norms without alpha (rmsnorm, layernorm)."""
+
+        def alpha(norm: nn.Module) -> float | None:
+            a = getattr(norm, "alpha", None)
+            return None if a is None else float(a.detach())
+
+        attn = [alpha(b.norm_attn) for b in self.blocks]
+        ffn = [alpha(b.norm_ffn) for b in self.blocks]
+        return {
+            "attn": [a for a in attn if a is not None],
+            "ffn": [a for a in ffn if a is not None],
+            "final": alpha(self.norm_final),
+        }
+
+    def embed_scale_value(self) -> float:
+        """The current value of the scalar after the embedding."""
+        return float(self.embed_scale.detach())
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: weight decay on the 2-D weight matrices (Linear, Embedding) only.
+
+        Scalars and vectors (alpha, shift, norm weights/biases, embed_scale, lambda vectors) are not decayed:
+        decaying alpha would pull it towards 0 independently of the data. Frozen parameters are left out.
+        """
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.dim() == 2 else no_decay).append(p)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
