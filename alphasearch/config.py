@@ -179,6 +179,7 @@ class TrainConfig(_Serialisable):
     # Stalled: a run whose val loss is not `stall_margin` nats below the corpus's unigram entropy by the
     # checkpoint at `stall_check_at` of its steps (and at the end) learned nothing input-dependent.
     # It stops there and is reported as stalled: a result, like divergence. 0 disables the checkpoint.
+    diagnostics: bool = True  # per-layer saturation / activation RMS / alpha trajectories at eval steps
     detect_stalls: bool = True  # off only for toy runs too short to learn anything (the smoke preset)
     stall_margin: float = 0.1
     stall_check_at: float = 0.5

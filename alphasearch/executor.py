@@ -32,7 +32,7 @@ from alphasearch.train import StepEvent, TrainResult
 ProgressCallback = Callable[[int, float], "str | None"]
 
 # Files whose content decides what a trial computes: a change to any of them invalidates cached results.
-_CODE_FILES = ("config.py", "nn.py", "model.py", "data.py", "train.py")
+_CODE_FILES = ("config.py", "nn.py", "model.py", "data.py", "train.py", "diagnostics.py")
 
 
 @cache

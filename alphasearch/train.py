@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from alphasearch.config import ModelConfig, TrainConfig
+from alphasearch.diagnostics import Diagnostics
 
 if TYPE_CHECKING:
     from alphasearch.data import Corpus
@@ -204,6 +205,7 @@ def train(
     stall_step = math.ceil(check_at * train_cfg.steps) if check_at else None
     stalled_at: int | None = None
 
+    diagnostics = Diagnostics() if train_cfg.diagnostics else None
     val_curve: list[tuple[int, float]] = []
     diverged_at: int | None = None
     stopped: str | None = None
@@ -218,7 +220,7 @@ def train(
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(x, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         steps_done = step + 1
@@ -233,6 +235,9 @@ def train(
                 diverged_at = steps_done
                 break
             val_curve.append((steps_done, val_loss))
+            if diagnostics is not None:
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    diagnostics.record(model, val_batches[0][0].to(device), step=steps_done, grad_norm=float(grad_norm))
             at_checkpoint = stall_step is not None and steps_done >= stall_step
             if (at_checkpoint or steps_done == train_cfg.steps) and val_loss > stall_level:
                 stalled_at = steps_done
@@ -271,6 +276,7 @@ def train(
         n_params=model.num_params(),
         device=str(device),
         precision="bf16" if dtype is not None else "fp32",
+        diagnostics=diagnostics.to_dict() if diagnostics is not None else {},
         stalled=stalled_at is not None,
         stalled_at_step=stalled_at,
         unigram_entropy=entropy,

@@ -111,3 +111,20 @@ def test_width_64_learns_well_below_uniform_in_300_steps(corpus):
     assert result.final_val_loss < 3.0 < math.log(256)
     # and it is below the unigram entropy, i.e. it learned something that depends on the input
     assert result.final_val_loss < corpus.unigram_entropy() - 0.3
+
+
+@pytest.mark.parametrize("embed_scale", ["sqrt_width", "unit_rms"])
+def test_diagnostics_show_the_activation_scale_the_embedding_rule_gives(corpus, embed_scale):
+    """The PILOT's stall story, measured: sqrt(width) scaling feeds the first DyT inputs of RMS ~0.02*sqrt(d)."""
+    cfg = ModelConfig(width=64, depth=2, max_seq_len=64, embed_scale=embed_scale)
+    result = train(cfg, tiny_train(steps=2, eval_interval=1, lr=1e-6), corpus)
+    diag = result.diagnostics
+    assert diag["steps"] == [1, 2]
+    assert len(diag["input_rms"]["attn"]) == 2 and len(diag["input_rms"]["attn"][0]) == 2
+    first_rms = diag["input_rms"]["attn"][0][0]
+    expected = 0.02 * (64**0.5 if embed_scale == "sqrt_width" else 1 / 0.02)
+    assert first_rms == pytest.approx(expected, rel=0.15)
+    for per_layer in diag["saturation"]["attn"] + diag["saturation"]["ffn"]:
+        assert all(0.0 <= s <= 1.0 for s in per_layer)
+    assert diag["alpha"]["attn"][0][0] == pytest.approx(0.5, abs=0.01)
+    assert diag["grad_norm"][0] > 0
