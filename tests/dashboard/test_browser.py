@@ -194,3 +194,34 @@ def test_cancel_button_stops_a_running_study(page, console, server, finished_stu
     assert server.client.get(f"/studies/{long['id']}").json()["status"] == "cancelled"
     screenshot(page, "cancelled")
     assert console.unexpected() == []
+
+
+def test_heatmap_marks_each_outcome_with_its_own_shape(page, console, server, finished_study) -> None:
+    """Diverged and stalled trials (none in the smoke study) drawn from its real grid: X and triangle markers."""
+    study_id = _completed(finished_study, server)
+    grid = next(
+        h["grid"]
+        for h in server.client.get(f"/studies/{study_id}/heatmaps").json()["data"]
+        if h["key"] == "w64-d2"
+    )
+    grid = {**grid, "diverged": [[3.0, 3.0], [2.0, 3.5]], "stalled": [[0.06, 0.03]]}
+    page.goto(f"{server.url}/#/batch")  # any page: it loads Plotly and the modules
+    page.wait_for_selector("#batch-upload")
+    shapes = page.evaluate(
+        """async (grid) => {
+            const { heatmapPlot } = await import("/dashboard/static/plots.js");
+            const div = document.createElement("div");
+            div.style.cssText = "width:600px;height:420px";
+            document.body.append(div);
+            heatmapPlot(div, grid);
+            return div.data.filter((t) => t.type === "scatter")
+                .map((t) => [t.name, t.marker.symbol, t.x.length]);
+        }""",
+        grid,
+    )
+    by_name = {name: (symbol, n) for name, symbol, n in shapes}
+    assert by_name["diverged (X)"] == ("x", 2)
+    assert by_name["stalled (▼)"] == ("triangle-down", 1)
+    assert by_name["trial (finished)"] == ("circle", len(grid["completed"]))
+    assert len({symbol for symbol, _ in by_name.values()}) == len(by_name), "two marker kinds share a shape"
+    assert console.unexpected() == []

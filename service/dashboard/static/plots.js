@@ -41,7 +41,9 @@ function logTicks(range) {
   const vals = [];
   const decades = range[1] - range[0];
   const mantissas = decades > 4 ? [1] : decades > 2.5 ? [1, 3] : [1, 2, 5];
+  const every = Math.max(1, Math.ceil(decades / 6)); // at most ~6 labels: they must not collide
   for (let k = Math.floor(range[0]); k <= Math.ceil(range[1]); k++) {
+    if (every > 1 && k % every !== 0) continue;
     for (const m of mantissas) {
       const v = m * 10 ** k;
       if (log10(v) >= range[0] && log10(v) <= range[1]) vals.push(Number(v.toPrecision(3)));
@@ -118,11 +120,10 @@ export function heatmapPlot(div, grid) {
   if (grid.extrapolated && grid.space) {
     const [a0, a1] = grid.space.attn;
     const [f0, f1] = grid.space.ffn;
-    traces.push({
-      type: "scatter", mode: "lines", name: "proxies' search box",
-      x: [a0, a1, a1, a0, a0], y: [f0, f0, f1, f1, f0],
-      line: { color: "#ffffff", width: 2, dash: "dot" }, hoverinfo: "skip",
-    });
+    const box = { type: "scatter", mode: "lines", x: [a0, a1, a1, a0, a0], y: [f0, f0, f1, f1, f0], hoverinfo: "skip" };
+    // Black under white dots: visible on dark and light parts of the map (and in the legend).
+    traces.push({ ...box, name: "proxies' search box", line: { color: "#000000", width: 3 } });
+    traces.push({ ...box, showlegend: false, line: { color: "#ffffff", width: 2, dash: "dot" } });
   }
   if (grid.optimum) {
     const [oa, of] = grid.optimum;
@@ -151,7 +152,8 @@ export function heatmapPlot(div, grid) {
   };
   P.react(div, compact(traces), layout, CONFIG);
   if (grid.extrapolated) notes.unshift(`${grid.label}; colour: ${grid.value_label}`);
-  const parts = [grid.surrogate ? `surface: ${grid.surrogate}` : "", `${done.length} finished`];
+  const surface = grid.surrogate && grid.surrogate !== "none" ? `surface: ${grid.surrogate}` : "";
+  const parts = [surface, `${done.length} finished`];
   if ((grid.diverged || []).length) parts.push(`${grid.diverged.length} diverged`);
   if ((grid.stalled || []).length) parts.push(`${grid.stalled.length} stalled`);
   return [...parts.filter(Boolean), ...notes].join(" · ");
