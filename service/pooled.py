@@ -101,6 +101,15 @@ class PooledRecommendations:
             self._ids[family] = (now, ids)
         return ids
 
+    def cached(self, *, width: int, depth: int, norm: str, attention: str, embed_scale: str) -> bytes | None:
+        """The answer if it can be given without the database or the analysis (safe on the event loop)."""
+        family = (norm, attention, embed_scale)
+        with self._lock:
+            seen = self._ids.get(family)
+            if seen is None or time.monotonic() - seen[0] >= self.ttl_s:
+                return None
+            return self._answers.get((family, width, depth, seen[1]))
+
     def get(self, *, width: int, depth: int, norm: str, attention: str, embed_scale: str) -> bytes | None:
         """The answer as JSON bytes, or None when no finished study matches."""
         family = (norm, attention, embed_scale)

@@ -99,6 +99,7 @@ class _StudyWatch:
                 s, study_id=self.study_id, owner=self.scheduler.owner, done=done, total=total,
                 lanes=json_safe(rows), eta_s=eta,
             )  # fmt: skip
+        self.scheduler.on_change(self.study_id)
         self.last_done, self.last_write, self.total = done, now, total
 
     def should_cancel(self) -> bool:
@@ -126,10 +127,12 @@ class Scheduler:
         *,
         executor_factory: Callable[[str], Executor] = make_executor,
         on_finished: Callable[[str, str], None] | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.settings, self.sessions = settings, sessions
         self.executor_factory = executor_factory
         self.on_finished = on_finished
+        self.on_change = on_change or (lambda study_id: None)  # told after every write to a study
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stopping = threading.Event()
         self._held: set[str] = set()
@@ -158,6 +161,7 @@ class Scheduler:
             log.warning("scheduler threads still busy at shutdown: %s (their leases will lapse)", ", ".join(alive))
 
     def _loop(self) -> None:
+        _lower_priority(self.settings.scheduler_nice)
         while not self.stopping.is_set():
             try:
                 ran = self.run_next()
@@ -189,10 +193,12 @@ class Scheduler:
             candidates = crud.claimable(s, now=now)
         for study_id in candidates:
             with transaction(self.sessions) as s:
-                if crud.claim(s, study_id=study_id, owner=self.owner, now=now, lease_s=self.settings.scheduler_lease_s):
-                    with self._lock:
-                        self._held.add(study_id)
-                    return study_id
+                claimed = crud.claim(s, study_id=study_id, owner=self.owner, now=now, lease_s=self.settings.scheduler_lease_s)
+            if claimed:
+                with self._lock:
+                    self._held.add(study_id)
+                self.on_change(study_id)
+                return study_id
         return None
 
     def run_next(self) -> str | None:
@@ -226,6 +232,7 @@ class Scheduler:
             log.info("scheduler stopping: study %s left running; it resumes on the next start", study_id)
             with transaction(self.sessions) as s:
                 crud.release_lease(s, study_id=study_id, owner=self.owner)
+            self.on_change(study_id)
             return
         except Exception as exc:
             log.exception("study %s failed", study_id)
@@ -245,14 +252,28 @@ class Scheduler:
             study = crud.get_study(s, study_id=study_id)
             if study is not None:
                 study.trials_done = study.trials_total
+        self.on_change(study_id)
         self._finish(study_id, "completed")
 
     def _finish(self, study_id: str, status: str, error: str | None = None) -> None:
         with transaction(self.sessions) as s:
             crud.finish(s, study_id=study_id, owner=self.owner, status=status, error=error)
+        self.on_change(study_id)
         log.info("study %s %s", study_id, status)
         if self.on_finished is not None:
             self.on_finished(study_id, status)
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's CPU priority (Linux: per thread, inherited by the threads and processes it
+    starts, so an embedded Ray instance and its training workers run niced too). Best effort elsewhere."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+    except OSError:
+        log.debug("could not lower the scheduler's priority")
 
 
 def _short_error(exc: BaseException) -> str:

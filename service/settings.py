@@ -40,11 +40,17 @@ class Settings(BaseSettings):
     scheduler_poll_s: float = Field(default=2.0, gt=0)  # idle scheduler looks for queued studies this often
     # A running study whose scheduler stopped renewing its lease this long ago is taken over (resumed).
     scheduler_lease_s: float = Field(default=30.0, ge=1)
+    # CPU priority of the scheduler's threads and of what they start (an embedded Ray instance and its
+    # workers, in-process training): training is batch work, the API is interactive (docs/benchmarks.md).
+    scheduler_nice: int = Field(default=10, ge=0, le=19)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)  # larger request bodies get 413
     max_batch_studies: int = Field(default=100, ge=1)  # larger batches get 422
     # GET /recommendations re-checks which studies finished at most this often (a cache, not a delay for
     # studies finished by this process's own scheduler, which invalidates it at once).
     recommendations_ttl_s: float = Field(default=1.0, ge=0)
+    # GET /studies/{id} serves a study's JSON from memory for at most this long (0: always from the
+    # database); changes made by this process show at once (service/snapshots.py).
+    study_cache_ttl_s: float = Field(default=1.0, ge=0)
     db_wait_s: float = Field(default=30.0, ge=0)  # start-up waits this long for the database
 
     @cached_property

@@ -19,11 +19,13 @@ from alphasearch.executor import Executor
 from service.api import errors
 from service.api.limits import BodySizeLimit
 from service.api.routes import batches, recommendations, studies, system
+from service.api.routes.studies import study_public
 from service.dashboard import install as install_dashboard
 from service.db import make_engine, make_sessionmaker, migrate, redacted, wait_for_database
 from service.metrics import make_registry
 from service.pooled import PooledRecommendations
 from service.settings import Settings
+from service.snapshots import StudySnapshots
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -43,13 +45,17 @@ def create_app(settings: Settings | None = None, *, executor_factory: Callable[[
         app.state.engine, app.state.sessions = engine, sessions
         app.state.pooled = PooledRecommendations(sessions, settings.recommendations_ttl_s)
         app.state.registry = make_registry(sessions)
+        app.state.snapshots = StudySnapshots(
+            sessions, settings.study_cache_ttl_s, lambda study: study_public(study).model_dump_json().encode()
+        )
         app.state.scheduler = None
         log.info("database %s migrated", redacted(url))
         if settings.scheduler:
             from service.scheduler import Scheduler
 
             kwargs = {"executor_factory": executor_factory} if executor_factory else {}
-            app.state.scheduler = Scheduler(settings, sessions, on_finished=app.state.pooled.invalidate, **kwargs)
+            app.state.scheduler = Scheduler(settings, sessions, on_finished=app.state.pooled.invalidate,
+                                            on_change=app.state.snapshots.invalidate, **kwargs)  # fmt: skip
             app.state.scheduler.start()
         try:
             yield

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from alphasearch.spec import StudySpec
 from service.api.schemas import ErrorPublic, RecommendationPublic
@@ -19,7 +20,7 @@ DEFAULT_EMBED_SCALE = {f.name: f.default for f in dataclasses.fields(StudySpec)}
 
 
 @router.get("", response_model=RecommendationPublic, responses={404: {"model": ErrorPublic, "description": "no finished study matches"}})
-def get_recommendation(
+async def get_recommendation(
     request: Request,
     width: Annotated[int, Query(ge=8, le=1_000_000, description="width (d_model) of the model you will train")],
     depth: Annotated[int, Query(ge=1, le=10_000, description="its depth (number of blocks)")],
@@ -29,9 +30,13 @@ def get_recommendation(
                            Query(description="proxy parametrisation; default: the StudySpec default")] = None,
 ) -> Any:  # fmt: skip
     """Recommendation (DESIGN §7 JSON) from the pooled per-width optima of all completed matching studies."""
-    body = request.app.state.pooled.get(
-        width=width, depth=depth, norm=norm, attention=attention, embed_scale=embed_scale or DEFAULT_EMBED_SCALE
-    )
+    query = {"width": width, "depth": depth, "norm": norm, "attention": attention,
+             "embed_scale": embed_scale or DEFAULT_EMBED_SCALE}  # fmt: skip
+    pooled = request.app.state.pooled
+    # A cache hit is answered on the event loop; a miss (database + analysis) runs in the threadpool.
+    body = pooled.cached(**query)
+    if body is None:
+        body = await run_in_threadpool(lambda: pooled.get(**query))
     if body is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,

@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -121,18 +122,25 @@ def list_studies(
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
-def get_study(study_id: str, session: SessionDep) -> Any:
+async def get_study(study_id: str, request: Request) -> Any:
     """Status, progress (trials done / total per proxy width, ETA) and the spec with presets resolved."""
-    return study_public(load_study(session, study_id))
+    snapshots = request.app.state.snapshots  # polled a lot: served from memory (service/snapshots.py)
+    body = snapshots.cached(study_id) if ID_PATTERN.fullmatch(study_id) else None
+    if body is None and ID_PATTERN.fullmatch(study_id):
+        body = await run_in_threadpool(snapshots.load, study_id)
+    if body is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study with id {study_id!r}")
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{study_id}/cancel", response_model=StudyPublic, dependencies=[WriterDep],
              responses={**NOT_FOUND, 409: {"model": ErrorPublic, "description": "the study already finished"}})  # fmt: skip
-def cancel_study(study_id: str, session: SessionDep) -> Any:
+def cancel_study(study_id: str, request: Request, session: SessionDep) -> Any:
     """Queued: cancelled at once. Running: stopped by its scheduler within seconds (status follows)."""
     load_study(session, study_id)
     study = crud.request_cancel(session, study_id=study_id)  # StateError -> 409
     session.commit()
+    request.app.state.snapshots.invalidate(study_id)
     if study is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no study with id {study_id!r}")
     return study_public(study)
