@@ -11,17 +11,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from service.migrations_util import VERSION_TABLE, include_object
 from service.models import Base
 
-VERSION_TABLE = "app_alembic_version"  # Optuna owns `alembic_version` in the same database
 ADVISORY_LOCK_ID = 0x616C7068  # "alph": serialises concurrent upgrades on PostgreSQL
-
-
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    # Autogenerate must not propose dropping Optuna's tables.
-    if type_ == "table":
-        return name in Base.metadata.tables
-    return True
 
 
 def run_migrations_online() -> None:

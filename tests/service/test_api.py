@@ -256,6 +256,27 @@ class TestAPI:
         count = next(line for line in text.splitlines() if line.startswith("alphasearch_trial_duration_seconds_count"))
         assert float(count.split()[-1]) >= 8
 
+    def test_migrations_match_the_models(self, client: TestClient, backend: str) -> None:
+        """`alembic upgrade head` ran at start-up and yields exactly the models' schema (Optuna's tables
+        beside it are left alone)."""
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+        from sqlalchemy import inspect
+
+        from service.db import make_engine
+        from service.migrations_util import VERSION_TABLE, include_object
+        from service.models import Base
+
+        engine = make_engine(backend)
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE, "compare_type": True,
+                                                         "include_object": include_object})  # fmt: skip
+            assert compare_metadata(ctx, Base.metadata) == []
+            assert ctx.get_current_revision() is not None
+            tables = set(inspect(conn).get_table_names())
+        engine.dispose()
+        assert {"app_studies", "app_batches", "app_results", "app_figures", "app_alembic_version"} <= tables
+
     def test_openapi_lists_the_design_endpoints(self, client: TestClient) -> None:
         paths = set(client.get("/openapi.json").json()["paths"])
         for path in ("/api/v1/studies", "/api/v1/studies/{study_id}", "/api/v1/studies/{study_id}/cancel",
