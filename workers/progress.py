@@ -59,6 +59,7 @@ class TrialChannel:
     def __init__(self, hub: Any, handle: int) -> None:
         self.hub, self.handle = hub, handle
         self.verdict: str | None = None
+        self.where: dict[str, Any] = {}
         self._pending: list[tuple[int, float]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -67,8 +68,8 @@ class TrialChannel:
 
     def open(self, where: dict[str, Any]) -> str | None:
         """Announce the trial (synchronously, so the driver knows its pid early); return an early verdict."""
-        where = {**where, "pid": os.getpid(), "started_at": time.time()}
-        self.verdict = ray.get(self.hub.started.remote(self.handle, where))
+        self.where = {**where, "pid": os.getpid(), "started_at": time.time()}
+        self.verdict = ray.get(self.hub.started.remote(self.handle, self.where))
         self._thread = threading.Thread(target=self._loop, name=f"trial-{self.handle}-channel", daemon=True)
         self._thread.start()
         return self.verdict

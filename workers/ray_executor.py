@@ -24,7 +24,7 @@ every executor); `close()` releases this executor's trials and hub only.
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 import time
 import traceback
@@ -36,6 +36,7 @@ import ray.exceptions as rex
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from alphasearch.errors import ConfigError
 from alphasearch.executor import (
     Event,
     Executor,
@@ -48,6 +49,8 @@ from alphasearch.executor import (
 from alphasearch.train import TrainResult
 from workers import cluster
 from workers.progress import ProgressHub, TrialChannel
+
+logger = logging.getLogger(__name__)
 
 DRIVER_TICK_S = 0.2  # how often poll() relays progress while nothing ends
 FORCE_STOP_AFTER_S = 5.0  # a stopped run still going after this is killed (the promise is: gone in 10 s)
@@ -98,11 +101,17 @@ class RayExecutor(Executor):
         max_concurrency: int | None = None,
     ) -> None:
         if num_cpus_per_trial <= 0:
-            raise ValueError("num_cpus_per_trial: give each trial at least one CPU share (> 0)")
+            raise ConfigError(
+                "num_cpus_per_trial", f"got {num_cpus_per_trial!r}; give each trial a CPU share > 0"
+            )
         if num_gpus_per_trial < 0:
-            raise ValueError("num_gpus_per_trial: use 0 (CPU only) or a positive GPU share")
+            raise ConfigError(
+                "num_gpus_per_trial", f"got {num_gpus_per_trial!r}; use 0 (CPU only) or a GPU share > 0"
+            )
         if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError("max_concurrency: use None (what the cluster holds) or a number >= 1")
+            raise ConfigError(
+                "max_concurrency", f"got {max_concurrency!r}; use None (what the cluster holds) or >= 1"
+            )
         self.address = address
         self.num_cpus_per_trial = num_cpus_per_trial
         self.num_gpus_per_trial = num_gpus_per_trial
@@ -111,7 +120,7 @@ class RayExecutor(Executor):
         self._runs: dict[int, _Run] = {}
         self._ended: list[int] = []  # handles whose verdicts the hub may forget
         self._next = 0
-        self._capacity = 0
+        self._capacity = -1  # not counted yet
         self._capacity_at = -float("inf")
         self._lock = threading.Lock()  # guards _runs for readers on other threads (running_trials)
 
@@ -120,9 +129,12 @@ class RayExecutor(Executor):
         if self._hub is not None:
             return
         cluster.connect(self.address)
+        self._hub = self._new_hub()
+
+    def _new_hub(self) -> Any:
         # The hub sits on the driver's node: it lives and dies with this driver, not with a worker node.
         here = ray.get_runtime_context().get_node_id()
-        self._hub = ProgressHub.options(
+        return ProgressHub.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
         ).remote()
 
@@ -131,8 +143,14 @@ class RayExecutor(Executor):
         self._ensure_started()
         now = time.monotonic()
         if now - self._capacity_at >= CAPACITY_REFRESH_S:
-            self._capacity = cluster.trial_slots(self.num_cpus_per_trial, self.num_gpus_per_trial)
-            self._capacity_at = now
+            slots = cluster.trial_slots(self.num_cpus_per_trial, self.num_gpus_per_trial)
+            if slots == 0 and self._capacity != 0:
+                logger.warning(
+                    "no alive Ray node can hold a trial needing %s CPUs and %s GPUs; waiting for nodes to join",
+                    self.num_cpus_per_trial,
+                    self.num_gpus_per_trial,
+                )
+            self._capacity, self._capacity_at = slots, now
         if self.max_concurrency is not None:
             return min(self._capacity, self.max_concurrency)
         return self._capacity
@@ -187,12 +205,13 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         """Kill this executor's runs still in flight and its hub. Ray itself stays up for reuse."""
-        for run in list(self._runs.values()):
-            ray.cancel(run.ref, force=True)
+        if ray.is_initialized():
+            for run in list(self._runs.values()):
+                ray.cancel(run.ref, force=True)
+            if self._hub is not None:
+                ray.kill(self._hub)
         with self._lock:
             self._runs.clear()
-        if self._hub is not None and ray.is_initialized():
-            ray.kill(self._hub)
         self._hub = None
 
     # -- introspection -----------------------------------------------------------------------------
@@ -208,7 +227,17 @@ class RayExecutor(Executor):
     def _relay(self) -> None:
         """Drain the hub: record where runs started, feed val losses to the driver, post verdicts."""
         forget, self._ended = self._ended, []
-        for kind, handle, payload in ray.get(self._hub.drain.remote(forget)):
+        try:
+            messages = ray.get(self._hub.drain.remote(forget), timeout=30)
+        except rex.GetTimeoutError:
+            return  # a busy head node; the messages wait in the hub for the next tick
+        except rex.RayActorError:
+            # Its node died. Runs in flight go on without progress (their stops are forced); new runs get
+            # a new hub.
+            logger.warning("the progress hub died; running trials lose progress relay until they end")
+            self._hub = self._new_hub()
+            return
+        for kind, handle, payload in messages:
             run = self._runs.get(handle)
             if run is None:
                 continue  # ended already; its last reports no longer matter
@@ -268,7 +297,7 @@ def _train_on_worker(request: TrialRequest, handle: int, hub: Any, threads: int)
     where = {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(), "device": device}
     channel = TrialChannel(hub, handle)
     early = channel.open(where)
-    where = {**where, "pid": os.getpid()}
+    where = channel.where  # + pid, started_at
     if early:
         channel.close()
         return {"stopped_before_start": early, "result": None, "where": where}

@@ -40,7 +40,7 @@ def on_cluster(two_node_cluster):
     deadline = time.monotonic() + 30
     while len(alive_nodes()) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(alive_nodes()) == 2
+    assert len(alive_nodes()) >= 2  # a test may have added a node
     yield two_node_cluster
     ray.shutdown()
 

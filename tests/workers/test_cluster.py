@@ -154,3 +154,15 @@ def _gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def test_capacity_grows_when_a_node_joins(on_cluster):
+    # Last in this module: the third node stays until the session's cluster is stopped.
+    with RayExecutor(address=on_cluster.address) as executor:
+        before = executor.capacity
+        on_cluster.add_node(cpus=1)
+        deadline = time.monotonic() + 30
+        while executor.capacity == before:
+            assert time.monotonic() < deadline, "the new node's slot never showed up"
+            time.sleep(0.5)
+        assert executor.capacity == before + 1

@@ -7,6 +7,7 @@ import os
 import pytest
 import ray
 
+from alphasearch.errors import ConfigError
 from alphasearch.executor import Failed, Finished, TrialRequest
 from alphasearch.search import StudyRunner
 from tests.workers.conftest import RESULTS, assert_all_accounted_for, smoke_spec
@@ -71,3 +72,17 @@ def test_an_exception_in_training_is_a_failure_not_an_infrastructure_problem(
         event = drain(executor, handle)
     assert isinstance(event, Failed) and not event.infrastructure
     assert "no-such-corpus" in event.error
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"num_cpus_per_trial": 0}, "num_cpus_per_trial"),
+        ({"num_gpus_per_trial": -1}, "num_gpus_per_trial"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+def test_impossible_resources_are_refused_by_name(kwargs, field):
+    with pytest.raises(ConfigError) as raised:
+        RayExecutor(**kwargs)
+    assert raised.value.field == field
