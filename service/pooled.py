@@ -11,7 +11,9 @@ How studies are pooled (the documented contract):
   contributed; a warning says when they trained under different budgets (tokens, lr, batch, seq_len).
 - Answers are cached per (family, width, depth, set of contributing studies); the set is re-read at most
   every `recommendations_ttl_s` (default 1 s) and at once when this process's own scheduler finishes a
-  study. A cache hit costs no database query and no analysis.
+  study. A cache hit costs no database query and no analysis. When the set's TTL runs out, one request
+  re-reads it while the others keep getting the previous answer (stale-while-revalidate, bounded by
+  REFRESH_TIMEOUT_S), so 50 polling clients do not all hit the database in the same millisecond.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from service import crud
 
 BUDGET_FIELDS = ("tokens_per_trial", "lr", "batch_size", "seq_len", "seeds", "warmup_steps")
 MAX_CACHED = 1024
+REFRESH_TIMEOUT_S = 5.0  # a refresh older than this is presumed dead; the next request retries it
 
 
 def _optimum(data: dict[str, Any]) -> Any:
@@ -83,6 +86,8 @@ class PooledRecommendations:
         self.sessions, self.ttl_s = sessions, ttl_s
         self._ids: dict[tuple[str, str, str], tuple[float, tuple[str, ...]]] = {}
         self._answers: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._refreshing: dict[tuple[str, str, str], float] = {}  # family -> when its refresh began
+        self._flights: dict[tuple[str, str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def invalidate(self, *_: Any) -> None:
@@ -90,25 +95,43 @@ class PooledRecommendations:
             self._ids.clear()
 
     def _family_ids(self, family: tuple[str, str, str]) -> tuple[str, ...]:
-        now = time.monotonic()
         with self._lock:
-            seen = self._ids.get(family)
-        if seen is not None and now - seen[0] < self.ttl_s:
-            return seen[1]
-        with self.sessions() as s:
-            ids = tuple(crud.completed_family(s, norm=family[0], attention=family[1], embed_scale=family[2]))
-        with self._lock:
-            self._ids[family] = (now, ids)
+            flight = self._flights.setdefault(family, threading.Lock())
+        with flight:  # single flight: concurrent misses wait for one database read
+            now = time.monotonic()
+            with self._lock:
+                seen = self._ids.get(family)
+            if seen is not None and now - seen[0] < self.ttl_s:
+                return seen[1]
+            return self._read_ids(family, now)
+
+    def _read_ids(self, family: tuple[str, str, str], now: float) -> tuple[str, ...]:
+        try:
+            with self.sessions() as s:
+                ids = tuple(crud.completed_family(s, norm=family[0], attention=family[1], embed_scale=family[2]))
+            with self._lock:
+                self._ids[family] = (now, ids)
+        finally:
+            with self._lock:
+                self._refreshing.pop(family, None)
         return ids
 
     def cached(self, *, width: int, depth: int, norm: str, attention: str, embed_scale: str) -> bytes | None:
         """The answer if it can be given without the database or the analysis (safe on the event loop)."""
         family = (norm, attention, embed_scale)
+        now = time.monotonic()
         with self._lock:
             seen = self._ids.get(family)
-            if seen is None or time.monotonic() - seen[0] >= self.ttl_s:
+            if seen is None:
                 return None
-            return self._answers.get((family, width, depth, seen[1]))
+            answer = self._answers.get((family, width, depth, seen[1]))
+            if now - seen[0] < self.ttl_s:
+                return answer
+            began = self._refreshing.get(family)
+            if answer is not None and began is not None and now - began < REFRESH_TIMEOUT_S:
+                return answer  # someone is re-reading the set: the previous answer stands meanwhile
+            self._refreshing[family] = now  # this caller refreshes (see _family_ids)
+            return None
 
     def get(self, *, width: int, depth: int, norm: str, attention: str, embed_scale: str) -> bytes | None:
         """The answer as JSON bytes, or None when no finished study matches."""

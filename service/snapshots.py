@@ -5,7 +5,8 @@ database on every poll (about 1 ms of CPU) is what limits latency under load (do
 snapshot lives at most `study_cache_ttl_s` (default 1 s) and is dropped at once when this process changes
 the study (a cancel, its own scheduler's progress and status writes). Changes made by another process
 (`alphasearch scheduler` deployed apart) show up within the TTL. A generation counter per study keeps a
-read that raced with a write from caching the older state.
+read that raced with a write from caching the older state, and loads are single-flight: when a snapshot
+expires or is dropped while 50 clients poll it, one of them reads the database and the rest wait for it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class StudySnapshots:
         self.sessions, self.ttl_s, self.render = sessions, ttl_s, render
         self._snapshots: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._generation: dict[str, int] = {}
+        self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def cached(self, study_id: str) -> bytes | None:
@@ -40,6 +42,13 @@ class StudySnapshots:
 
     def load(self, study_id: str) -> bytes | None:
         """Read the study from the database and remember its snapshot; None when there is no such study."""
+        with self._lock:
+            loading = self._loading.setdefault(study_id, threading.Lock())
+        with loading:  # single flight: whoever waited here finds the snapshot the first one stored
+            body = self.cached(study_id)
+            return body if body is not None else self._load(study_id)
+
+    def _load(self, study_id: str) -> bytes | None:
         with self._lock:
             generation = self._generation.get(study_id, 0)
         with self.sessions() as session:
@@ -62,3 +71,4 @@ class StudySnapshots:
             self._generation[study_id] = self._generation.get(study_id, 0) + 1
             if len(self._generation) > 4 * MAX_SNAPSHOTS:
                 self._generation.clear()  # only in-flight loads could misjudge, and they re-read next time
+                self._loading.clear()
