@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, executor_factory: Callable[[
     app.state.settings = settings
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (studies, batches, recommendations):
+    for module in (recommendations, studies, batches):  # the most polled routes first: matching is in order
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.router)
