@@ -81,6 +81,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "recommendations_ttl_s": 0.0,
         "max_batch_studies": 5,
         "max_body_bytes": 64 * 1024,
+        "scheduler_nice": 0,  # tests check behaviour; on a box shared with other jobs a niced trainer crawls
     }
     values.update(overrides)
     return Settings(**values)

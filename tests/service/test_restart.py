@@ -37,7 +37,8 @@ def wait_done_at_least(url: str, study_id: str, n: int, timeout: float = 240.0) 
 def test_restart_resumes_without_losing_or_duplicating_trials(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'alphasearch.db'}"
     env = server_env(tmp_path, ALPHASEARCH_DATABASE_URL=db, ALPHASEARCH_EXECUTOR="inprocess",
-                     ALPHASEARCH_SCHEDULER_LEASE_S="3", ALPHASEARCH_SCHEDULER_POLL_S="0.3")  # fmt: skip
+                     ALPHASEARCH_SCHEDULER_LEASE_S="3", ALPHASEARCH_SCHEDULER_POLL_S="0.3",
+                     ALPHASEARCH_SCHEDULER_NICE="0")  # fmt: skip
     port, log = free_port(), tmp_path / "server.log"
     server = Server(env, log, port).start()
     try:
