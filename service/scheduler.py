@@ -134,6 +134,8 @@ class Scheduler:
         self.on_finished = on_finished
         self.on_change = on_change or (lambda study_id: None)  # told after every write to a study
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        if settings.ray_address and not os.environ.get("RAY_ADDRESS"):
+            os.environ["RAY_ADDRESS"] = settings.ray_address  # workers.cluster.connect reads the environment
         self.stopping = threading.Event()
         self._held: set[str] = set()
         self._lock = threading.Lock()
