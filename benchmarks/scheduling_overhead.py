@@ -14,8 +14,8 @@ While a study runs, a sampler thread records (every 0.5 s) how many trials run, 
 this process tree (driver + raylet + Ray workers, so other users' load on a shared machine does not
 count) as a share of all cores, and system-wide CPU (psutil.cpu_percent) for context.
 
-    python -m benchmarks.scheduling_overhead --json      # ~2-3 min on 2 cores
-    python -m benchmarks.scheduling_overhead --trials 4 --trial-seconds 2 --no-quick   # a fast look
+    python -m benchmarks.scheduling_overhead --json      # ~4 min on 2 cores
+    python -m benchmarks.scheduling_overhead --trials 4 --trial-seconds 2 --repeats 1 --no-quick   # a fast look
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class Sampler:
 
 def run_study(executor: RayExecutor, spec: StudySpec, study_id: str, url: str) -> tuple[float, dict, list]:
     runner = StudyRunner(spec, study_id, url, executor)
-    slots = executor.capacity
+    slots = executor.slots
     with Sampler(executor) as sampler:
         start = time.perf_counter()
         assert runner.run() == "completed"
@@ -160,9 +160,7 @@ def run_study(executor: RayExecutor, spec: StudySpec, study_id: str, url: str) -
 def warm_workers(executor: RayExecutor, spec: StudySpec) -> float:
     """One 1-step trial per slot, so each worker has torch and the corpus loaded before timing starts."""
     start = time.perf_counter()
-    handles = {
-        executor.submit(request_for(spec, 1), lambda step, loss: None) for _ in range(executor.capacity)
-    }
+    handles = {executor.submit(request_for(spec, 1), lambda step, loss: None) for _ in range(executor.slots)}
     while handles:
         for event in executor.poll(timeout=None):
             assert isinstance(event, Finished), event
@@ -174,33 +172,46 @@ def overhead_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     steps, solo_s = calibrate(args.trial_seconds)
     spec = bench_spec(steps, args.trials)
     t0 = time.perf_counter()
-    executor = RayExecutor()
-    slots = executor.capacity  # starts the embedded instance
+    executor = RayExecutor(queue_ahead=args.queue_ahead)
+    slots = executor.slots  # starts the embedded instance
     ray_start_s = time.perf_counter() - t0
     warm_s = warm_workers(executor, spec)
-    wall, util, trials = run_study(executor, spec, "overhead", url)
+    repeats = [one_repeat(executor, spec, f"overhead-{i}", url, slots) for i in range(args.repeats)]
     executor.close()
+    summary = {
+        key: round(statistics.median(r[key] for r in repeats), 2)
+        for key in ("overhead_pct", "overhead_vs_sum_pct", "median_trial_s", "end_to_end_s")
+    }
+    return {
+        "trials": args.trials,
+        "queue_ahead": args.queue_ahead,
+        "steps_per_trial": steps,
+        "slots": slots,
+        "solo_trial_s": round(solo_s, 2),
+        "ray_start_s": round(ray_start_s, 2),
+        "worker_warmup_s": round(warm_s, 2),
+        "median_over_repeats": summary,
+        "repeats": repeats,
+    }
+
+
+def one_repeat(executor: RayExecutor, spec: StudySpec, study_id: str, url: str, slots: int) -> dict[str, Any]:
+    wall, util, trials = run_study(executor, spec, study_id, url)
     runs = [t.user_attrs["runs"][0] for t in trials]
-    assert all(r["steps_done"] == steps for r in runs), "a trial stopped early; the ideal would be wrong"
+    assert all(r["steps_done"] == spec.steps for r in runs), "a trial stopped early; the ideal would be wrong"
     train_s = [r["wall_time_s"] for r in runs]
     t_median = statistics.median(train_s)
     ideal = len(trials) * t_median / slots
     ideal_sum = sum(train_s) / slots  # perfect packing of the trials as they ran: robust to noisy neighbours
     # Where the time outside training goes, per trial (driver and worker share this machine's clock):
     # ask → the worker starts the run, and worker start → the driver told Optuna, minus training itself.
-    dispatch = [
-        t.user_attrs["runs"][0]["diagnostics"]["worker"]["started_at"] - t.datetime_start.timestamp()
-        for t in trials
-    ]
+    started = [r["diagnostics"]["worker"]["started_at"] for r in runs]
+    dispatch = [s - t.datetime_start.timestamp() for s, t in zip(started, trials, strict=True)]
     outside = [
-        t.datetime_complete.timestamp() - r["diagnostics"]["worker"]["started_at"] - r["wall_time_s"]
-        for t, r in zip(trials, runs, strict=True)
+        t.datetime_complete.timestamp() - s - r["wall_time_s"]
+        for s, t, r in zip(started, trials, runs, strict=True)
     ]
     return {
-        "trials": len(trials),
-        "steps_per_trial": steps,
-        "slots": slots,
-        "solo_trial_s": round(solo_s, 2),
         "median_trial_s": round(t_median, 2),
         "trial_s_range": [round(min(train_s), 2), round(max(train_s), 2)],
         "ideal_s": round(ideal, 2),
@@ -210,8 +221,6 @@ def overhead_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "overhead_vs_sum_pct": round(100 * (wall / ideal_sum - 1), 2),
         "median_dispatch_s": round(statistics.median(dispatch), 3),
         "median_outside_training_s": round(statistics.median(outside), 3),
-        "ray_start_s": round(ray_start_s, 2),
-        "worker_warmup_s": round(warm_s, 2),
         "utilisation": util,
     }
 
@@ -229,8 +238,8 @@ def quick_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "rmsnorm_baseline": False,
         }
     )
-    with RayExecutor() as executor:
-        slots = executor.capacity
+    with RayExecutor(queue_ahead=args.queue_ahead) as executor:
+        slots = executor.slots
         wall, util, trials = run_study(executor, spec, "quick", url)
     return {
         "spec": "quick preset, proxy_widths [32, 64], 3x3 grid each, "
@@ -249,7 +258,9 @@ def main() -> None:
         "--trials", type=int, default=8, help="trials in the overhead study (a multiple of the slots)"
     )
     parser.add_argument("--trial-seconds", type=float, default=5.0, help="target length of one trial")
-    parser.add_argument("--quick-steps", type=int, default=20, help="steps per trial in the quick-preset run")
+    parser.add_argument("--queue-ahead", type=int, default=1, help="RayExecutor(queue_ahead=...)")
+    parser.add_argument("--repeats", type=int, default=3, help="overhead studies to run (median reported)")
+    parser.add_argument("--quick-steps", type=int, default=60, help="steps per trial in the quick-preset run")
     parser.add_argument("--no-quick", action="store_true", help="skip the quick-preset utilisation run")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args()
@@ -270,16 +281,18 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     o = report["overhead"]
+    m = o["median_over_repeats"]
     print(f"{o['trials']} trials x {o['steps_per_trial']} steps on {o['slots']} slots (Ray {report['ray']})")
-    print(f"  median trial {o['median_trial_s']} s (solo, in-process: {o['solo_trial_s']} s)")
-    print(f"  ideal {o['ideal_s']} s, end-to-end {o['end_to_end_s']} s -> overhead {o['overhead_pct']} %")
-    print(f"  (ideal from the sum of trial times {o['ideal_from_sum_s']} s -> {o['overhead_vs_sum_pct']} %)")
-    print(
-        f"  per trial: ask -> worker start {o['median_dispatch_s']} s, "
-        f"outside training (build, return, tell) {o['median_outside_training_s']} s"
-    )
-    print(f"  Ray start {o['ray_start_s']} s, worker warm-up {o['worker_warmup_s']} s (not in end-to-end)")
-    print(f"  utilisation: {o['utilisation']}")
+    print(f"  solo trial in-process {o['solo_trial_s']} s; Ray start {o['ray_start_s']} s, worker warm-up "
+          f"{o['worker_warmup_s']} s (neither in end-to-end)")  # fmt: skip
+    for r in o["repeats"]:
+        print(
+            f"  median trial {r['median_trial_s']} s {r['trial_s_range']}: ideal {r['ideal_s']} s, end-to-end "
+            f"{r['end_to_end_s']} s -> {r['overhead_pct']} % (vs sum of trial times: {r['overhead_vs_sum_pct']} %); "
+            f"dispatch {r['median_dispatch_s']} s, outside training {r['median_outside_training_s']} s; "
+            f"{r['utilisation']}"
+        )
+    print(f"  median over repeats: overhead {m['overhead_pct']} % (vs sum: {m['overhead_vs_sum_pct']} %)")
     if "quick" in report:
         q = report["quick"]
         print(

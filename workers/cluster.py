@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -48,15 +49,21 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # would reserve gigabytes of /dev/shm on a laptop.
 EMBEDDED_OBJECT_STORE_BYTES = 200 * 1024**2
 
+_connect_lock = threading.Lock()
+
 
 def connect(address: str | None = None) -> None:
     """Connect this process to Ray once: `address`, else $RAY_ADDRESS, else a new embedded instance.
 
-    A process that is already connected stays on its cluster (Ray allows one per process).
+    A process that is already connected stays on its cluster (Ray allows one per process). Safe to call
+    from several threads at once (the service's scheduler slots each open an executor).
     """
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    with _connect_lock:
+        if not ray.is_initialized():
+            _init(address or os.environ.get("RAY_ADDRESS") or None)
+
+
+def _init(address: str | None) -> None:
     quiet: dict[str, Any] = {
         "log_to_driver": False,
         "configure_logging": True,
@@ -64,14 +71,42 @@ def connect(address: str | None = None) -> None:
     }
     if address:
         ray.init(address=address, **quiet)
+        return
+    # "local", not None: None would join any cluster someone else `ray start`ed on this machine.
+    embedded = {
+        "address": "local",
+        "include_dashboard": False,
+        "object_store_memory": EMBEDDED_OBJECT_STORE_BYTES,
+    }
+    if threading.current_thread() is threading.main_thread():
+        ray.init(**embedded, **quiet)
     else:
-        # "local", not None: None would join any cluster someone else `ray start`ed on this machine.
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
-            **quiet,
-        )
+        _init_in_keeper_thread({**embedded, **quiet})
+
+
+def _init_in_keeper_thread(kwargs: dict[str, Any]) -> None:
+    """Start the embedded instance from a thread that lives as long as the process.
+
+    NOTE: Ray starts its GCS and raylet with PR_SET_PDEATHSIG, which Linux ties to the *thread* that
+    forked them: started from a short-lived thread (a service scheduler slot, say), the whole instance
+    is SIGKILLed when that thread ends, and every run on it fails with NodeDiedError.
+    """
+    started = threading.Event()
+    failure: list[BaseException] = []
+
+    def keep() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        started.set()
+        if not failure:
+            threading.Event().wait()  # forever: the process's exit ends this daemon thread, and Ray with it
+
+    threading.Thread(target=keep, name="alphasearch-ray-keeper", daemon=True).start()
+    started.wait()
+    if failure:
+        raise failure[0]
 
 
 def alive_nodes() -> list[dict[str, Any]]:

@@ -85,12 +85,16 @@ class _Run:
 
 
 class RayExecutor(Executor):
-    """Runs each TrialRequest as a Ray task; `capacity` is how many the cluster holds at once.
+    """Runs each TrialRequest as a Ray task; `slots` is how many the cluster holds at once.
 
     address: a Ray cluster ("host:port" or "ray://..."); None → $RAY_ADDRESS, else an embedded local
         instance started on first use with this machine's CPUs.
     num_cpus_per_trial / num_gpus_per_trial: resources each run declares (fractional GPUs share one).
-    max_concurrency: cap on runs in flight, below what the cluster could hold (None: no cap).
+    max_concurrency: cap on runs going at once, below what the cluster could hold (None: no cap).
+    queue_ahead: runs submitted beyond the slots, waiting in Ray's queue, so a slot that frees starts its
+        next run at once instead of idling while the driver records the last one in Optuna (~0.1-0.2 s
+        per trial on SQLite). `capacity` = slots + queue_ahead. Not used under a `max_concurrency`
+        below the cluster's slots, where Ray would start the queued runs straight away.
     """
 
     def __init__(
@@ -99,6 +103,8 @@ class RayExecutor(Executor):
         num_cpus_per_trial: float = 1,
         num_gpus_per_trial: float = 0,
         max_concurrency: int | None = None,
+        *,
+        queue_ahead: int = 1,
     ) -> None:
         if num_cpus_per_trial <= 0:
             raise ConfigError(
@@ -115,13 +121,16 @@ class RayExecutor(Executor):
         self.address = address
         self.num_cpus_per_trial = num_cpus_per_trial
         self.num_gpus_per_trial = num_gpus_per_trial
+        if queue_ahead < 0:
+            raise ConfigError("queue_ahead", f"got {queue_ahead!r}; use 0 (no queue) or more")
         self.max_concurrency = max_concurrency
+        self.queue_ahead = queue_ahead
         self._hub: Any = None
         self._runs: dict[int, _Run] = {}
         self._ended: list[int] = []  # handles whose verdicts the hub may forget
         self._next = 0
-        self._capacity = -1  # not counted yet
-        self._capacity_at = -float("inf")
+        self._cluster_slots = -1  # not counted yet
+        self._counted_at = -float("inf")
         self._lock = threading.Lock()  # guards _runs for readers on other threads (running_trials)
 
     # -- connection --------------------------------------------------------------------------------
@@ -138,22 +147,31 @@ class RayExecutor(Executor):
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
         ).remote()
 
-    @property  # type: ignore[override]  # the base class declares a constant; here it follows the cluster
-    def capacity(self) -> int:
+    @property
+    def slots(self) -> int:
+        """How many runs go at once: what the alive nodes hold (re-counted every few seconds), capped."""
         self._ensure_started()
         now = time.monotonic()
-        if now - self._capacity_at >= CAPACITY_REFRESH_S:
+        if now - self._counted_at >= CAPACITY_REFRESH_S:
             slots = cluster.trial_slots(self.num_cpus_per_trial, self.num_gpus_per_trial)
-            if slots == 0 and self._capacity != 0:
+            if slots == 0 and self._cluster_slots != 0:
                 logger.warning(
                     "no alive Ray node can hold a trial needing %s CPUs and %s GPUs; waiting for nodes to join",
                     self.num_cpus_per_trial,
                     self.num_gpus_per_trial,
                 )
-            self._capacity, self._capacity_at = slots, now
+            self._cluster_slots, self._counted_at = slots, now
         if self.max_concurrency is not None:
-            return min(self._capacity, self.max_concurrency)
-        return self._capacity
+            return min(self._cluster_slots, self.max_concurrency)
+        return self._cluster_slots
+
+    @property  # type: ignore[override]  # the base class declares a constant; here it follows the cluster
+    def capacity(self) -> int:
+        """Runs the driver keeps in flight: the slots plus `queue_ahead` waiting in Ray's queue."""
+        slots = self.slots
+        if slots == 0 or slots < self._cluster_slots:  # nothing to queue for, or capped: Ray would start them
+            return slots
+        return slots + self.queue_ahead
 
     # -- Executor ----------------------------------------------------------------------------------
     def submit(self, request: TrialRequest, on_progress: ProgressCallback) -> int:
@@ -281,6 +299,8 @@ class RayExecutor(Executor):
         where = run.where or {}
         place = f" (worker pid {where['pid']} on node {where['node_id']})" if where else ""
         if run.stop_reason is not None:
+            if run.where is None and isinstance(exc, rex.TaskCancelledError):
+                return Failed(run.handle, f"stopped ({run.stop_reason}) before it started")
             how = "killed" if run.force_stopped else "interrupted"
             return Failed(run.handle, f"{how} after it was {run.stop_reason}{place}: {type(exc).__name__}")
         if isinstance(exc, rex.RayTaskError):  # the training code raised: a bug or a bad config

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 def test_study_completes_with_trials_on_both_nodes(on_cluster, storage_url):
     spec = smoke_spec()
     with RayExecutor(address=on_cluster.address) as executor:
-        assert executor.capacity == 2  # one CPU per node, one CPU per trial
+        assert executor.slots == 2  # one CPU per node, one CPU per trial
+        assert executor.capacity == 3  # and one run waiting in Ray's queue for the first slot that frees
         assert StudyRunner(spec, "two-nodes", storage_url, executor).run() == "completed"
 
     lanes = assert_all_accounted_for(spec, "two-nodes", storage_url)
@@ -110,15 +111,20 @@ def test_cancelling_a_study_stops_its_running_trials_within_10_s(on_cluster, sto
         outcome = StudyRunner(spec, "cancel", storage_url, executor, should_cancel=should_cancel).run()
         stopped_after = time.monotonic() - cancel_at[0]
         assert executor.running_trials() == {}
+        in_flight = executor.capacity
 
     assert outcome == "cancelled"
     assert stopped_after < 10, f"running trials took {stopped_after:.1f} s to stop"
     trials = [t for lane in lane_trials(spec, "cancel", storage_url) for t in lane.stopped]
-    assert len(trials) == 2  # the two that were running; nothing else was started
-    for trial in trials:
-        assert trial.user_attrs["outcome"] == "cancelled"
+    assert len(trials) == in_flight and all(t.user_attrs["outcome"] == "cancelled" for t in trials)
+    cut_short = [t for t in trials if t.user_attrs["runs"]]
+    assert len(cut_short) == 2  # the two that were training
+    for trial in cut_short:
         (run,) = trial.user_attrs["runs"]
         assert run["stopped"] == "cancelled" and 10 <= run["steps_done"] < spec.steps
+    for trial in trials:  # the one that waited in Ray's queue never started
+        if not trial.user_attrs["runs"]:
+            assert trial.user_attrs["errors"] == ["stopped (cancelled) before it started"]
 
 
 class DeafWorkers(RayExecutor):
@@ -159,10 +165,10 @@ def _gone(pid: int) -> bool:
 def test_capacity_grows_when_a_node_joins(on_cluster):
     # Last in this module: the third node stays until the session's cluster is stopped.
     with RayExecutor(address=on_cluster.address) as executor:
-        before = executor.capacity
+        before = executor.slots
         on_cluster.add_node(cpus=1)
         deadline = time.monotonic() + 30
-        while executor.capacity == before:
+        while executor.slots == before:
             assert time.monotonic() < deadline, "the new node's slot never showed up"
             time.sleep(0.5)
-        assert executor.capacity == before + 1
+        assert executor.slots == before + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 import ray
@@ -34,11 +35,36 @@ def drain(executor: RayExecutor, handle: int) -> Finished | Failed:
     return event
 
 
+def test_executors_in_short_lived_threads_share_one_embedded_instance(embedded_ray):
+    # First in this module, so Ray is not started yet: as in the service, whose scheduler slots are threads.
+    ray.shutdown()
+    spec = smoke_spec(tokens_per_trial=16 * 64 * 3)
+    request = TrialRequest.build(spec.model_config(32, 2, 1.0, 1.0), spec.train_config(seed=0), None)
+    events: dict[int, Finished | Failed] = {}
+
+    def one_trial(slot: int) -> None:
+        with RayExecutor() as executor:
+            events[slot] = drain(executor, executor.submit(request, on_progress=lambda step, loss: None))
+
+    threads = [threading.Thread(target=one_trial, args=(slot,)) for slot in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=180)
+    assert sorted(events) == [0, 1, 2]
+    # Every thread that may have started Ray has ended; Ray must not have ended with it.
+    with RayExecutor() as executor:
+        events[3] = drain(executor, executor.submit(request, on_progress=lambda step, loss: None))
+    assert all(isinstance(event, Finished) for event in events.values()), [
+        getattr(e, "error", "") for e in events.values()
+    ]
+
+
 @pytest.mark.slow
 def test_smoke_study_runs_to_completion_on_the_embedded_default(embedded_ray, storage_url):
     spec = smoke_spec()
     with RayExecutor() as executor:
-        assert executor.capacity == trial_slots(1, 0) == int(ray.cluster_resources()["CPU"])
+        assert executor.slots == trial_slots(1, 0) == int(ray.cluster_resources()["CPU"])
         assert StudyRunner(spec, "embedded", storage_url, executor).run() == "completed"
     for lane in assert_all_accounted_for(spec, "embedded", storage_url):
         assert set(lane.outcomes) <= RESULTS
@@ -53,7 +79,7 @@ def test_torch_threads_follow_the_cpus_a_trial_declares(embedded_ray, storage_ur
     spec = smoke_spec(tokens_per_trial=16 * 64 * 3)
     request = TrialRequest.build(spec.model_config(32, 2, 1.0, 1.0), spec.train_config(seed=0), None)
     with RayExecutor(num_cpus_per_trial=cpus, max_concurrency=5) as executor:
-        assert executor.capacity == 1
+        assert executor.slots == 1 and executor.capacity == 2
         handle = executor.submit(request, on_progress=lambda step, loss: None)
         event = drain(executor, handle)
     assert isinstance(event, Finished)
@@ -77,6 +103,7 @@ def test_an_exception_in_training_is_a_failure_not_an_infrastructure_problem(
 @pytest.mark.parametrize(
     "kwargs, field",
     [
+        ({"queue_ahead": -1}, "queue_ahead"),
         ({"num_cpus_per_trial": 0}, "num_cpus_per_trial"),
         ({"num_gpus_per_trial": -1}, "num_gpus_per_trial"),
         ({"max_concurrency": 0}, "max_concurrency"),
