@@ -234,6 +234,10 @@ class LocalCluster:
         except psutil.NoSuchProcess:
             return []
 
+    def pids(self) -> list[int]:
+        """PIDs of every node's process tree."""
+        return [pid for index in range(len(self._nodes)) for pid in self.node_pids(index)]
+
     def kill_node(self, index: int) -> None:
         """Lose a node abruptly (SIGKILL to its whole process tree), as when a machine dies."""
         psutil = _psutil()

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_study_completes_with_trials_on_both_nodes(on_cluster, storage_url):
-    spec = smoke_spec()
+    spec = smoke_spec(proxy_widths=[32, 64], trials_per_width=2)
     with RayExecutor(address=on_cluster.address) as executor:
         assert executor.slots == 2  # one CPU per node, one CPU per trial
         assert executor.capacity == 3  # and one run waiting in Ray's queue for the first slot that frees

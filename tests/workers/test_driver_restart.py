@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 
 from alphasearch.search import StudyRunner
@@ -50,6 +51,11 @@ def test_a_restarted_driver_reruns_the_trials_the_dead_one_had_in_flight(on_clus
             driver.wait()
     (at_death,) = lane_trials(spec, "restart", storage_url)
     in_flight = {t.number: t.params for t in at_death.unfinished}
+    # Ray ends the dead driver's runs itself: nothing trains on for a driver that will never read it.
+    deadline = time.monotonic() + 30
+    while _training_processes(on_cluster):
+        assert time.monotonic() < deadline, f"orphaned runs still training: {_training_processes(on_cluster)}"
+        time.sleep(0.5)
 
     # The new driver waits for the dead one's heartbeats to go stale (GRACE_PERIOD_S), then re-runs them.
     with RayExecutor(address=on_cluster.address) as executor:
@@ -77,6 +83,19 @@ def _training(trial: optuna.trial.FrozenTrial) -> bool:
     this test is about.
     """
     return trial.datetime_start is not None and (datetime.now() - trial.datetime_start).total_seconds() >= 1.0
+
+
+def _training_processes(cluster) -> list[str]:
+    """Titles of the cluster's worker processes busy with a trial (Ray titles them after the task)."""
+    titles = []
+    for pid in cluster.pids():
+        try:
+            title = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith("ray::alphasearch trial"):
+            titles.append(title)
+    return titles
 
 
 def _try_lane_trials(spec, study_id, url):
