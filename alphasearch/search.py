@@ -174,6 +174,7 @@ class StudyRunner:
         self.lanes = self._make_lanes()
         self._flights: dict[int, _Flight] = {}  # executor handle -> flight
         self._last_heartbeat = 0.0
+        self._last_cancel_check = time.monotonic()
 
     # -- set-up ------------------------------------------------------------------------------------
     def _make_lanes(self) -> list[Lane]:
@@ -227,7 +228,7 @@ class StudyRunner:
     def _loop(self) -> str:
         cancelled = False
         while True:
-            if not cancelled and self.should_cancel():
+            if not cancelled and self._cancel_requested():
                 cancelled = True
                 for handle, flight in self._flights.items():
                     flight.stop_reason = "cancelled"
@@ -314,10 +315,22 @@ class StudyRunner:
         if not flight.handles:  # every seed came from the cache
             self._finish(flight)
 
+    def _cancel_requested(self, *, throttle: bool = False) -> bool:
+        """Ask should_cancel (it may query a database): always from the loop, at most every 2 s mid-trial."""
+        now = time.monotonic()
+        if throttle and now - self._last_cancel_check < 2.0:
+            return False
+        self._last_cancel_check = now
+        return bool(self.should_cancel())
+
     def _progress_callback(self, flight: _Flight, seed: int) -> Callable[[int, float], str | None]:
         def on_progress(step: int, val_loss: float) -> str | None:
             if flight.stop_reason:
                 return flight.stop_reason
+            if self._cancel_requested(throttle=True):
+                # The in-process executor trains inside poll(): this is the only chance to stop mid-trial.
+                flight.stop_reason = "cancelled"
+                return "cancelled"
             if seed != flight.lane.seeds[0] or not math.isfinite(val_loss):
                 return None  # the first seed speaks for the trial in pruning decisions
             flight.trial.report(val_loss, step)

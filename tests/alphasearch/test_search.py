@@ -81,13 +81,15 @@ def test_identical_runs_come_from_the_cache_across_studies(env):
 
 def test_rerunning_a_cancelled_study_resumes_it_without_duplicates(env):
     spec = StudySpec.from_dict({**TINY, "proxy_widths": [32]})
-    calls = {"n": 0}
 
-    def cancel_after_two_checks() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 3
+    def cancel_once_a_trial_finished() -> bool:
+        try:
+            return any(t.state == optuna.trial.TrialState.COMPLETE for t in _trials(env["url"], "r", 32))
+        except KeyError:
+            return False
 
-    assert StudyRunner(spec, "r", env["url"], InProcessExecutor(), should_cancel=cancel_after_two_checks).run() == "cancelled"
+    runner = StudyRunner(spec, "r", env["url"], InProcessExecutor(), should_cancel=cancel_once_a_trial_finished)
+    assert runner.run() == "cancelled"
     done_before = [t for t in _trials(env["url"], "r", 32) if t.state == optuna.trial.TrialState.COMPLETE]
     assert 0 < len(done_before) < 4
     assert StudyRunner(spec, "r", env["url"], InProcessExecutor()).run() == "completed"
@@ -95,6 +97,22 @@ def test_rerunning_a_cancelled_study_resumes_it_without_duplicates(env):
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4  # exactly the budget: nothing lost, nothing twice
     assert {t.number for t in done_before} <= {t.number for t in complete}
+
+
+def test_cancelling_stops_an_in_process_trial_mid_run(env):
+    # 2000 steps: far longer than the 2 s after which the runner asks should_cancel again mid-trial.
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "tokens_per_trial": 8 * 32 * 2000, "eval_interval": 2})
+    started = []
+
+    def cancel_after_a_moment() -> bool:
+        started.append(None)
+        return len(started) > 1  # the loop's first check says no; the next one, mid-trial, says yes
+
+    runner = StudyRunner(spec, "c", env["url"], InProcessExecutor(), should_cancel=cancel_after_a_moment)
+    assert runner.run() == "cancelled"
+    [trial] = _trials(env["url"], "c", 32)
+    assert trial.user_attrs["outcome"] == "cancelled"
+    assert trial.user_attrs["runs"][0]["steps_done"] < 2000  # stopped mid-run, not after it
 
 
 def test_diverged_trials_are_results_with_their_step_never_retried(env):
