@@ -7,15 +7,19 @@
    on a long-lived cluster), then run a study of `--trials` such trials through StudyRunner + RayExecutor.
    T = median training time of those trials as measured inside the trials themselves; the ideal is
    N * T / slots; overhead = end-to-end / ideal - 1. Everything outside training counts as overhead:
-   scheduling, Optuna ask/tell on SQLite, heartbeats, model construction, progress relay, result return.
+   scheduling, Optuna ask/tell on SQLite, heartbeats, model construction, progress relay, result return,
+   and trials of unequal length finishing at different times. `where_the_rest_went` splits the slot-
+   seconds that were not training into those causes.
 3. A `quick`-preset study (two widths, its 3x3 grid each, short runs) to show both cores kept busy.
 
-While a study runs, a sampler thread records (every 0.5 s) how many trials run, the CPU time used by
-this process tree (driver + raylet + Ray workers, so other users' load on a shared machine does not
-count) as a share of all cores, and system-wide CPU (psutil.cpu_percent) for context.
+Concurrency comes from the runs' own start/end instants (recorded by the workers): the mean number of
+runs going and the share of the study's time during which every slot held one. While a study runs, a
+sampler thread records (every 0.5 s) the CPU time used by this process tree (driver + raylet + Ray
+workers, so other users' load on a shared machine does not count) as a share of all cores, and
+system-wide CPU (psutil.cpu_percent) for context.
 
     python -m benchmarks.scheduling_overhead --json      # ~4 min on 2 cores
-    python -m benchmarks.scheduling_overhead --trials 4 --trial-seconds 2 --repeats 1 --no-quick   # a fast look
+    python -m benchmarks.scheduling_overhead --trials 4 --trial-seconds 1 --repeats 1 --no-quick  # a fast look
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def calibrate(trial_seconds: float) -> tuple[int, float]:
 
 
 class Sampler:
-    """Samples trials in flight and CPU use every `interval` s on a background thread."""
+    """Samples CPU use every `interval` s on a background thread."""
 
     def __init__(self, executor: RayExecutor, interval: float = 0.5) -> None:
         import psutil
@@ -91,7 +95,6 @@ class Sampler:
         self.psutil, self.executor, self.interval = psutil, executor, interval
         self.me = psutil.Process()
         self.cores = psutil.cpu_count() or 1
-        self.running: list[int] = []
         self.tree_util: list[float] = []  # this process tree's CPU use, % of all cores
         self.system_util: list[float] = []  # whole machine, % of all cores
         self._seen: dict[int, float] = {}
@@ -119,7 +122,6 @@ class Sampler:
             now = time.monotonic()
             self.tree_util.append(100.0 * self._tree_cpu_seconds() / ((now - last) * self.cores))
             self.system_util.append(self.psutil.cpu_percent(None))
-            self.running.append(len(self.executor.running_trials()))
             last = now
 
     def __enter__(self) -> Sampler:
@@ -130,13 +132,10 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
-    def summary(self, slots: int) -> dict[str, Any]:
-        full = sum(1 for n in self.running if n >= slots)
+    def summary(self) -> dict[str, Any]:
         return {
             "cores": self.cores,
-            "samples": len(self.running),
-            "mean_trials_running": round(statistics.fmean(self.running), 2) if self.running else None,
-            "share_of_time_all_slots_busy": round(full / len(self.running), 3) if self.running else None,
+            "samples": len(self.tree_util),
             "tree_cpu_util_pct": round(statistics.fmean(self.tree_util), 1) if self.tree_util else None,
             "system_cpu_util_pct": round(statistics.fmean(self.system_util), 1) if self.system_util else None,
         }
@@ -144,17 +143,17 @@ class Sampler:
 
 def run_study(executor: RayExecutor, spec: StudySpec, study_id: str, url: str) -> tuple[float, dict, list]:
     runner = StudyRunner(spec, study_id, url, executor)
-    slots = executor.slots
     with Sampler(executor) as sampler:
-        start = time.perf_counter()
+        start, sampler.started_at = time.perf_counter(), time.time()
         assert runner.run() == "completed"
         wall = time.perf_counter() - start
+        sampler.ended_at = time.time()
     trials = []
     for depth in spec.proxy_depths:
         for width in spec.proxy_widths:
             name = optuna_study_name(study_id, width, depth)
             trials += optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
-    return wall, sampler.summary(slots), trials
+    return wall, {**sampler.summary(), "window": [sampler.started_at, sampler.ended_at]}, trials
 
 
 def warm_workers(executor: RayExecutor, spec: StudySpec) -> float:
@@ -203,14 +202,6 @@ def one_repeat(executor: RayExecutor, spec: StudySpec, study_id: str, url: str, 
     t_median = statistics.median(train_s)
     ideal = len(trials) * t_median / slots
     ideal_sum = sum(train_s) / slots  # perfect packing of the trials as they ran: robust to noisy neighbours
-    # Where the time outside training goes, per trial (driver and worker share this machine's clock):
-    # ask → the worker starts the run, and worker start → the driver told Optuna, minus training itself.
-    started = [r["diagnostics"]["worker"]["started_at"] for r in runs]
-    dispatch = [s - t.datetime_start.timestamp() for s, t in zip(started, trials, strict=True)]
-    outside = [
-        t.datetime_complete.timestamp() - s - r["wall_time_s"]
-        for s, t, r in zip(started, trials, runs, strict=True)
-    ]
     return {
         "median_trial_s": round(t_median, 2),
         "trial_s_range": [round(min(train_s), 2), round(max(train_s), 2)],
@@ -219,9 +210,46 @@ def one_repeat(executor: RayExecutor, spec: StudySpec, study_id: str, url: str, 
         "overhead_pct": round(100 * (wall / ideal - 1), 2),
         "ideal_from_sum_s": round(ideal_sum, 2),
         "overhead_vs_sum_pct": round(100 * (wall / ideal_sum - 1), 2),
-        "median_dispatch_s": round(statistics.median(dispatch), 3),
-        "median_outside_training_s": round(statistics.median(outside), 3),
+        "where_the_rest_went": timeline(runs, *util.pop("window"), slots),
         "utilisation": util,
+    }
+
+
+def timeline(runs: list[dict[str, Any]], start: float, end: float, slots: int) -> dict[str, Any]:
+    """Slot-seconds of the study that were not training, by cause (worker clocks = this machine's clock).
+
+    in_task: inside the Ray task but outside the training loop (model and optimizer construction, final
+    bookkeeping, progress flush; a fresh worker's first run also pays its imports here). idle: a slot with
+    no task at all: the head (study start to the first runs), the gaps between runs (result return,
+    driver, Ray dispatch) and the tail (the last runs finishing at different times).
+    gap_per_trial_s: the median gap between consecutive runs in the same worker process.
+    """
+    workers = [run["diagnostics"]["worker"] for run in runs]
+    in_task = sum(
+        w["ended_at"] - w["started_at"] - r["wall_time_s"] for w, r in zip(workers, runs, strict=True)
+    )
+    busy = sum(w["ended_at"] - w["started_at"] for w in workers)
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for w in workers:
+        by_pid.setdefault(w["pid"], []).append(w)
+    gaps = []
+    for same in by_pid.values():
+        same.sort(key=lambda w: w["started_at"])
+        gaps += [b["started_at"] - a["ended_at"] for a, b in zip(same, same[1:], strict=False)]
+    # Sweep the start/end instants for the time during which every slot held a run.
+    edges = sorted([(w["started_at"], 1) for w in workers] + [(w["ended_at"], -1) for w in workers])
+    full, running, since = 0.0, 0, start
+    for at, delta in edges:
+        if running >= slots:
+            full += at - since
+        running, since = running + delta, at
+    return {
+        "in_task": round(in_task, 2),
+        "idle": round(slots * (end - start) - busy, 2),
+        "gap_per_trial_s": round(statistics.median(gaps), 3) if gaps else None,
+        "worker_processes": len(by_pid),
+        "mean_runs_going": round(busy / (end - start), 2),
+        "share_of_time_all_slots_busy": round(full / (end - start), 3),
     }
 
 
@@ -241,13 +269,15 @@ def quick_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     with RayExecutor(queue_ahead=args.queue_ahead) as executor:
         slots = executor.slots
         wall, util, trials = run_study(executor, spec, "quick", url)
+    runs = [t.user_attrs["runs"][0] for t in trials]
     return {
         "spec": "quick preset, proxy_widths [32, 64], 3x3 grid each, "
         f"{args.quick_steps} steps of 32x128 tokens per trial, no baseline",
         "trials": len(trials),
         "slots": slots,
         "end_to_end_s": round(wall, 2),
-        "sum_of_trial_training_s": round(sum(t.user_attrs["runs"][0]["wall_time_s"] for t in trials), 2),
+        "sum_of_trial_training_s": round(sum(r["wall_time_s"] for r in runs), 2),
+        "where_the_rest_went": timeline(runs, *util.pop("window"), slots),
         "utilisation": util,
     }
 
@@ -289,14 +319,14 @@ def main() -> None:
         print(
             f"  median trial {r['median_trial_s']} s {r['trial_s_range']}: ideal {r['ideal_s']} s, end-to-end "
             f"{r['end_to_end_s']} s -> {r['overhead_pct']} % (vs sum of trial times: {r['overhead_vs_sum_pct']} %); "
-            f"dispatch {r['median_dispatch_s']} s, outside training {r['median_outside_training_s']} s; "
-            f"{r['utilisation']}"
+            f"slot-seconds not training: {r['where_the_rest_went']}; {r['utilisation']}"
         )
     print(f"  median over repeats: overhead {m['overhead_pct']} % (vs sum: {m['overhead_vs_sum_pct']} %)")
     if "quick" in report:
         q = report["quick"]
         print(
-            f"quick: {q['trials']} trials in {q['end_to_end_s']} s on {q['slots']} slots; {q['utilisation']}"
+            f"quick: {q['trials']} trials, {q['sum_of_trial_training_s']} s of training in {q['end_to_end_s']} s on "
+            f"{q['slots']} slots; not training: {q['where_the_rest_went']}; {q['utilisation']}"
         )
 
 

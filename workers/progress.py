@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
-from alphasearch.train import StepEvent
+if TYPE_CHECKING:  # the hub's process imports this module: keep torch out of it
+    from alphasearch.train import StepEvent
 
 EXCHANGE_INTERVAL_S = 0.25  # worker ↔ hub round trip cadence; also bounds how late a verdict lands
 

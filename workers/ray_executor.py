@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +77,7 @@ class _Run:
     handle: int
     request: TrialRequest
     on_progress: ProgressCallback
-    ref: ray.ObjectRef
+    ref: ray.ObjectRef | None = None  # None while the run waits in this executor's queue
     where: dict[str, Any] | None = None  # pid, node_id, node_ip, device once the worker announced itself
     last_step: int = 0
     stop_reason: str | None = None
@@ -91,10 +92,11 @@ class RayExecutor(Executor):
         instance started on first use with this machine's CPUs.
     num_cpus_per_trial / num_gpus_per_trial: resources each run declares (fractional GPUs share one).
     max_concurrency: cap on runs going at once, below what the cluster could hold (None: no cap).
-    queue_ahead: runs submitted beyond the slots, waiting in Ray's queue, so a slot that frees starts its
-        next run at once instead of idling while the driver records the last one in Optuna (~0.1-0.2 s
-        per trial on SQLite). `capacity` = slots + queue_ahead. Not used under a `max_concurrency`
-        below the cluster's slots, where Ray would start the queued runs straight away.
+    queue_ahead: runs accepted beyond the slots and held here; one is handed to Ray the moment a run
+        ends (inside `poll`, before the driver records the run that ended in Optuna, ~0.1-0.2 s per trial
+        on SQLite), so a slot does not idle through that bookkeeping. `capacity` = slots + queue_ahead.
+        (Held here rather than in Ray's own queue: a pending Ray lease makes Ray start a fresh worker
+        process, which pays torch's import and start-up, while the one that just finished goes idle.)
     """
 
     def __init__(
@@ -127,6 +129,9 @@ class RayExecutor(Executor):
         self.queue_ahead = queue_ahead
         self._hub: Any = None
         self._runs: dict[int, _Run] = {}
+        self._waiting: deque[int] = deque()  # handles accepted but not yet handed to Ray
+        self._by_ref: dict[ray.ObjectRef, int] = {}
+        self._unstarted_stops: list[Event] = []  # runs stopped while waiting here, reported by poll()
         self._ended: list[int] = []  # handles whose verdicts the hub may forget
         self._next = 0
         self._cluster_slots = -1  # not counted yet
@@ -167,32 +172,31 @@ class RayExecutor(Executor):
 
     @property  # type: ignore[override]  # the base class declares a constant; here it follows the cluster
     def capacity(self) -> int:
-        """Runs the driver keeps in flight: the slots plus `queue_ahead` waiting in Ray's queue."""
+        """Runs the driver keeps in flight: the slots plus `queue_ahead` waiting here for one."""
         slots = self.slots
-        if slots == 0 or slots < self._cluster_slots:  # nothing to queue for, or capped: Ray would start them
-            return slots
-        return slots + self.queue_ahead
+        return slots + self.queue_ahead if slots else 0
 
     # -- Executor ----------------------------------------------------------------------------------
     def submit(self, request: TrialRequest, on_progress: ProgressCallback) -> int:
         self._ensure_started()
         self._next += 1
-        handle = self._next
-        threads = max(1, int(self.num_cpus_per_trial))
-        ref = _train_on_worker.options(
-            num_cpus=self.num_cpus_per_trial,
-            num_gpus=self.num_gpus_per_trial,
-            name=f"alphasearch trial {request.label or handle}",
-        ).remote(request, handle, self._hub, threads)
+        run = _Run(self._next, request, on_progress)
         with self._lock:
-            self._runs[handle] = _Run(handle, request, on_progress, ref)
-        return handle
+            self._runs[run.handle] = run
+        self._waiting.append(run.handle)
+        self._launch_waiting()
+        return run.handle
 
     def stop(self, handle: int, reason: str) -> None:
         run = self._runs.get(handle)
         if run is None or run.stop_reason is not None:
             return
         run.stop_reason = reason
+        if run.ref is None:  # still waiting here: it never reaches Ray
+            self._waiting.remove(handle)
+            self._forget(run)
+            self._unstarted_stops.append(Failed(handle, f"stopped ({reason}) before it started"))
+            return
         run.stop_deadline = time.monotonic() + FORCE_STOP_AFTER_S
         self._post_verdict(handle, reason)
         if run.where is None:
@@ -203,33 +207,39 @@ class RayExecutor(Executor):
     def poll(self, timeout: float | None) -> list[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if not self._runs:
-                return []
-            refs = [run.ref for run in self._runs.values()]
+            self._launch_waiting()  # slots may have grown
+            events, self._unstarted_stops = self._unstarted_stops, []
             wait_s = (
                 DRIVER_TICK_S
                 if deadline is None
                 else max(0.0, min(DRIVER_TICK_S, deadline - time.monotonic()))
             )
-            ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
-            if ready:
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            # Progress first: a run that just ended flushed its last reports before returning.
-            self._relay()
-            self._force_overdue_stops()
-            events = [self._collect(ref) for ref in ready]
-            if events or (deadline is not None and time.monotonic() >= deadline):
+            refs = list(self._by_ref)
+            if refs:
+                ready, _ = ray.wait(refs, num_returns=1, timeout=wait_s)
+                if ready:
+                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                # Progress first: a run that just ended flushed its last reports before returning.
+                self._relay()
+                self._force_overdue_stops()
+                events += [self._collect(ref) for ref in ready]
+                self._launch_waiting()  # the freed slots start their next runs before the driver's bookkeeping
+            elif self._runs and not events:
+                time.sleep(wait_s)  # every run waits for a slot: no node can take one yet
+            if events or not self._runs or (deadline is not None and time.monotonic() >= deadline):
                 return events
 
     def close(self) -> None:
         """Kill this executor's runs still in flight and its hub. Ray itself stays up for reuse."""
         if ray.is_initialized():
-            for run in list(self._runs.values()):
-                ray.cancel(run.ref, force=True)
+            for ref in self._by_ref:
+                ray.cancel(ref, force=True)
             if self._hub is not None:
                 ray.kill(self._hub)
         with self._lock:
             self._runs.clear()
+        self._waiting.clear()
+        self._by_ref.clear()
         self._hub = None
 
     # -- introspection -----------------------------------------------------------------------------
@@ -242,6 +252,28 @@ class RayExecutor(Executor):
             return {h: {**r.where, "last_step": r.last_step} for h, r in self._runs.items() if r.where}
 
     # -- internals ---------------------------------------------------------------------------------
+    def _launch_waiting(self) -> None:
+        """Hand waiting runs to Ray while it has free slots."""
+        if not self._waiting:
+            return
+        free = self.slots - len(self._by_ref)
+        while free > 0 and self._waiting:
+            run = self._runs[self._waiting.popleft()]
+            run.ref = _train_on_worker.options(
+                num_cpus=self.num_cpus_per_trial,
+                num_gpus=self.num_gpus_per_trial,
+                name=f"alphasearch trial {run.request.label or run.handle}",
+            ).remote(run.request, run.handle, self._hub, max(1, int(self.num_cpus_per_trial)))
+            self._by_ref[run.ref] = run.handle
+            free -= 1
+
+    def _forget(self, run: _Run) -> None:
+        with self._lock:
+            self._runs.pop(run.handle, None)
+        if run.ref is not None:
+            self._by_ref.pop(run.ref, None)
+        self._ended.append(run.handle)
+
     def _relay(self) -> None:
         """Drain the hub: record where runs started, feed val losses to the driver, post verdicts."""
         forget, self._ended = self._ended, []
@@ -278,13 +310,11 @@ class RayExecutor(Executor):
         for run in self._runs.values():
             if run.stop_deadline is not None and now >= run.stop_deadline and not run.force_stopped:
                 run.force_stopped = True
-                ray.cancel(run.ref, force=True)
+                ray.cancel(run.ref, force=True)  # type: ignore[arg-type]  # set: a stop deadline means it is in Ray
 
     def _collect(self, ref: ray.ObjectRef) -> Event:
-        run = next(r for r in self._runs.values() if r.ref == ref)
-        with self._lock:
-            del self._runs[run.handle]
-        self._ended.append(run.handle)
+        run = self._runs[self._by_ref[ref]]
+        self._forget(run)
         try:
             outcome = ray.get(ref)
         except Exception as exc:  # every way a task can end badly becomes an event; the study decides
@@ -326,4 +356,5 @@ def _train_on_worker(request: TrialRequest, handle: int, hub: Any, threads: int)
     finally:
         channel.close()
     where["torch_threads"] = torch.get_num_threads()  # what the run actually used, for the record
+    where["ended_at"] = time.time()
     return {"stopped_before_start": None, "result": result, "where": where}
