@@ -16,7 +16,13 @@ traceback; a diverged run is a `Finished` result. Retries happen in ONE place, t
 (`StudyRunner(max_retries=...)`), which stores each failure's reason on the Optuna trial: Ray's own task
 retries are off (`max_retries=0`) because a retry inside Ray is invisible to the study, leaves no reason
 behind, and would multiply with the driver's. A dead driver's trials are failed and re-queued by Optuna's
-heartbeat + `RetryFailedTrialCallback` (alphasearch.search), whatever the executor.
+heartbeat + `RetryHeartbeatStaleTrialCallback` (alphasearch.search), whatever the executor; Ray itself
+ends the dead driver's runs (their owner is gone), so nothing trains on for nobody.
+
+Stops. `stop()` posts the verdict to the hub; the worker reads it within `EXCHANGE_INTERVAL_S` and its
+next step returns it (a pruned or cancelled `TrainResult`). A run still going `FORCE_STOP_AFTER_S` later
+(stuck in one very long step, say) is killed with `ray.cancel(force=True)` and ends as
+`Failed(infrastructure=False)`: a stopped run is never re-run.
 
 Ray stays connected for the life of the process once started (one `ray.init` per process, reused by
 every executor); `close()` releases this executor's trials and hub only.
@@ -49,7 +55,7 @@ from alphasearch.executor import (
 )
 from alphasearch.train import TrainResult
 from workers import cluster
-from workers.progress import ProgressHub, TrialChannel
+from workers.progress import EXCHANGE_INTERVAL_S, ProgressHub, TrialChannel  # noqa: F401 - named in the docstring
 
 logger = logging.getLogger(__name__)
 
