@@ -35,12 +35,9 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ray
-
-if TYPE_CHECKING:
-    import psutil
 
 # Ray phones home on start unless told not to; there is no network here, and users did not ask for it.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -73,7 +70,7 @@ def _init(address: str | None) -> None:
         ray.init(address=address, **quiet)
         return
     # "local", not None: None would join any cluster someone else `ray start`ed on this machine.
-    embedded = {
+    embedded: dict[str, Any] = {
         "address": "local",
         "include_dashboard": False,
         "object_store_memory": EMBEDDED_OBJECT_STORE_BYTES,
@@ -248,7 +245,7 @@ class LocalCluster:
     def stop(self) -> None:
         """End every process this cluster started (by PID, never `ray stop`) and delete its temp dir."""
         psutil = _psutil()
-        procs: dict[int, psutil.Process] = {}
+        procs: dict[int, Any] = {}  # pid -> psutil.Process
         for index in range(len(self._nodes)):
             for pid in self.node_pids(index):
                 try:
@@ -289,7 +286,7 @@ def _psutil() -> ModuleType:
     return psutil
 
 
-def _kill(procs: list[psutil.Process], *, graceful: bool) -> None:
+def _kill(procs: list[Any], *, graceful: bool) -> None:  # psutil.Process objects
     psutil = _psutil()
     if graceful:
         for proc in procs:

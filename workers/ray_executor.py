@@ -19,7 +19,7 @@ behind, and would multiply with the driver's. A dead driver's trials are failed 
 heartbeat + `RetryHeartbeatStaleTrialCallback` (alphasearch.search), whatever the executor; Ray itself
 ends the dead driver's runs (their owner is gone), so nothing trains on for nobody.
 
-Stops. `stop()` posts the verdict to the hub; the worker reads it within `EXCHANGE_INTERVAL_S` and its
+Stops. `stop()` posts the verdict to the hub; the worker reads it within `progress.EXCHANGE_INTERVAL_S` and its
 next step returns it (a pruned or cancelled `TrainResult`). A run still going `FORCE_STOP_AFTER_S` later
 (stuck in one very long step, say) is killed with `ray.cancel(force=True)` and ends as
 `Failed(infrastructure=False)`: a stopped run is never re-run.
@@ -55,7 +55,7 @@ from alphasearch.executor import (
 )
 from alphasearch.train import TrainResult
 from workers import cluster
-from workers.progress import EXCHANGE_INTERVAL_S, ProgressHub, TrialChannel  # noqa: F401 - named in the docstring
+from workers.progress import ProgressHub, TrialChannel
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class RayExecutor(Executor):
     def _new_hub(self) -> Any:
         # The hub sits on the driver's node: it lives and dies with this driver, not with a worker node.
         here = ray.get_runtime_context().get_node_id()
-        return ProgressHub.options(
+        return ProgressHub.options(  # type: ignore[attr-defined]  # added by @ray.remote
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)
         ).remote()
 
@@ -176,8 +176,8 @@ class RayExecutor(Executor):
             return min(self._cluster_slots, self.max_concurrency)
         return self._cluster_slots
 
-    @property  # type: ignore[override]  # the base class declares a constant; here it follows the cluster
-    def capacity(self) -> int:
+    @property  # the base class declares a constant; here it follows the cluster
+    def capacity(self) -> int:  # type: ignore[override]
         """Runs the driver keeps in flight: the slots plus `queue_ahead` waiting here for one."""
         slots = self.slots
         return slots + self.queue_ahead if slots else 0
