@@ -96,8 +96,10 @@ def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | Non
 
 def _points_of(trial: optuna.trial.FrozenTrial, width: int, depth: int) -> list[analysis.TrialPoint]:
     outcome = trial.user_attrs.get("outcome")
-    if outcome is None or "alpha_attn" not in trial.params:
-        return []  # still running, or never started
+    if outcome not in analysis.OUTCOMES or "alpha_attn" not in trial.params:
+        # Still running, never started, or stopped by the user (cancelled / interrupted): the point was not
+        # measured, and a resumed study runs it again.
+        return []
     losses = trial.user_attrs.get("seed_losses") or [None]
     seeds = trial.user_attrs.get("seeds") or list(range(len(losses)))
     return [

@@ -27,7 +27,7 @@ def test_serve_submit_status_recommend_on_the_embedded_default(tmp_path: Path) -
     env = server_env(tmp_path)  # nothing configured: SQLite in the data dir, Ray, scheduler in the server
     server = Server(env, tmp_path / "server.log").start()
     try:
-        assert httpx.get(f"{server.url}/healthz").json()["scheduler"] == "running"
+        assert httpx.get(f"{server.url}/healthz", timeout=30).json()["scheduler"] == "running"
         batch_file = tmp_path / "batch.yaml"
         batch_file.write_text("studies:\n  - " + json.dumps({**TINY, "name": "default-path"}) + "\n")
         submitted = cli("submit", str(batch_file), "--server", server.url, "--json", env=env)
@@ -35,7 +35,7 @@ def test_serve_submit_status_recommend_on_the_embedded_default(tmp_path: Path) -
         [sid] = json.loads(submitted.stdout)["study_ids"]
 
         deadline = time.monotonic() + 420
-        while (study := httpx.get(f"{server.url}/api/v1/studies/{sid}").json())["status"] in ("queued", "running"):
+        while (study := httpx.get(f"{server.url}/api/v1/studies/{sid}", timeout=30).json())["status"] in ("queued", "running"):
             assert time.monotonic() < deadline, (server.log.read_text()[-3000:])
             time.sleep(1.0)
         assert study["status"] == "completed", study["error"]
