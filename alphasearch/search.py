@@ -198,7 +198,8 @@ class StudyRunner:
                     study.set_user_attr("width", width)
                     study.set_user_attr("depth", depth)
                     study.set_user_attr("norm", "rmsnorm" if baseline else spec.norm)
-                    seeds = list(range(max(2, spec.seeds) if baseline else spec.seeds))
+                    count = max(2, spec.seeds) if baseline else spec.seeds
+                    seeds = list(range(spec.first_seed, spec.first_seed + count))
                     lanes.append(Lane(width, depth, baseline, study, 1 if baseline else spec.trials_per_width, seeds))
         return lanes
 

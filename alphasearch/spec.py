@@ -124,7 +124,8 @@ class StudySpec:
     tokens_per_trial: int = 0
     batch_size: int = 0
     seq_len: int = 0
-    seeds: int = 1  # replicate runs per alpha point (seeds 0..seeds-1); the trial value is their mean
+    seeds: int = 1  # replicate runs per alpha point (first_seed..first_seed+seeds-1); the value is their mean
+    first_seed: int = 0  # shift the training seeds, e.g. to repeat a whole study under other seeds
     lr: float = 0.0
     warmup_steps: int = -1
     eval_interval: int = 0
@@ -187,6 +188,8 @@ class StudySpec:
             raise ConfigError("pruner", f"got {self.pruner!r}; use one of {', '.join(PRUNERS)}")
         _int("trials_per_width", self.trials_per_width, lo=1, hi=10_000)
         _int("seeds", self.seeds, lo=1, hi=32)
+        if not (isinstance(self.first_seed, int) and not isinstance(self.first_seed, bool) and self.first_seed >= 0):
+            raise ConfigError("first_seed", f"got {self.first_seed!r}; use an integer >= 0")
         _int("batch_size", self.batch_size, lo=1, hi=65_536)
         _int("seq_len", self.seq_len, lo=2, hi=65_536)
         _int("tokens_per_trial", self.tokens_per_trial, lo=self.batch_size * self.seq_len, hi=10**13)

@@ -124,3 +124,11 @@ def test_diverged_trials_are_results_with_their_step_never_retried(env):
         assert t.user_attrs["outcome"] == "diverged"
         assert t.user_attrs["diverged_at_step"] >= 1
         assert t.state == optuna.trial.TrialState.COMPLETE and t.value == pytest.approx(math.log(256))
+
+
+def test_first_seed_shifts_the_training_seeds_so_a_study_can_be_repeated(env):
+    base = {**TINY, "proxy_widths": [32], "trials_per_width": 1, "seeds": 2}
+    StudyRunner(StudySpec.from_dict(base), "a", env["url"], InProcessExecutor()).run()
+    StudyRunner(StudySpec.from_dict({**base, "first_seed": 7}), "b", env["url"], InProcessExecutor()).run()
+    [a], [b] = _trials(env["url"], "a", 32), _trials(env["url"], "b", 32)
+    assert a.user_attrs["seeds"] == [0, 1] and b.user_attrs["seeds"] == [7, 8]
