@@ -2,7 +2,8 @@
 
 One smoke study is run to completion first (conftest.finished_study); the tests then look at it the way a
 user does: pages load without console errors, every heatmap and the width plot draw real Plotly elements,
-the copy buttons give the recommendation, a batch upload queues studies, and cancel stops a running study.
+the copy buttons give the recommendation, a click on a trial opens its outcome and diagnostics charts, a
+batch upload queues studies, and cancel stops a running study.
 Screenshots land in artifacts/screenshots/.
 """
 
@@ -224,4 +225,146 @@ def test_heatmap_marks_each_outcome_with_its_own_shape(page, console, server, fi
     assert by_name["stalled (▼)"] == ("triangle-down", 1)
     assert by_name["trial (finished)"] == ("circle", len(grid["completed"]))
     assert len({symbol for symbol, _ in by_name.values()}) == len(by_name), "two marker kinds share a shape"
+    assert console.unexpected() == []
+
+
+def _profile(diag: dict[str, Any], key: str, s: int) -> list[float | None]:
+    """Values of a per-position series at eval step index s, in the page's forward order (attn/ffn per layer, final)."""
+    out: list[float | None] = []
+    for i in range(len(diag[key]["attn"][s])):
+        out += [diag[key]["attn"][s][i], diag[key]["ffn"][s][i]]
+    return out + [diag[key]["final"][s]]
+
+
+def _chart_data(page: Any, chart_id: str) -> list[dict[str, Any]]:
+    """What Plotly actually drew in one chart: each trace's name, x, y and axis."""
+    return page.evaluate(
+        """(id) => (document.getElementById(id).data || []).map((t) => ({name: t.name, x: t.x, y: t.y,
+                                                                           yaxis: t.yaxis || "y"}))""",
+        chart_id,
+    )
+
+
+def _assert_close(got: list[Any], want: list[Any], what: str) -> None:
+    assert len(got) == len(want), f"{what}: {len(got)} values drawn, {len(want)} stored"
+    for g, w in zip(got, want, strict=True):
+        assert (g is None and w is None) or g == pytest.approx(w, rel=1e-6, abs=1e-9), (
+            f"{what}: {got} != {want}"
+        )
+
+
+def _assert_trial_view(page: Any, trial: dict[str, Any]) -> None:
+    key = f"{trial['lane']}#{trial['number']}"
+    page.locator(f"table.trials tbody tr[data-key='{key}']").click()
+    page.wait_for_selector(f"#trial-detail[data-key='{key}'][data-rendered=true]")
+    badge = page.locator("#trial-outcome")
+    assert badge.inner_text().strip() == trial["outcome"]
+    assert badge.get_attribute("data-outcome") == trial["outcome"]
+    assert f"#{trial['number']}" in page.locator("#trial-detail h2").inner_text()
+
+    diag = trial["runs"][0]["diagnostics"]
+    steps = diag["steps"]
+    # Drawn for real: every chart has SVG traces with points on the page.
+    for chart in ("diag-saturation", "diag-rms", "diag-alpha", "diag-grad"):
+        assert page.locator(f"#{chart} .scatterlayer .trace").count() >= 1, f"{chart}: nothing drawn"
+        assert page.locator(f"#{chart} .scatterlayer .point").count() >= len(steps), f"{chart}: no points"
+
+    # And with this trial's numbers: one depth profile per eval step for saturation and input RMS ...
+    for chart, key_ in (("diag-saturation", "saturation"), ("diag-rms", "input_rms")):
+        traces = _chart_data(page, chart)
+        assert [t["name"] for t in traces] == [f"step {s}" for s in steps]
+        for s, t in enumerate(traces):
+            _assert_close(t["y"], _profile(diag, key_, s), f"{chart} step {steps[s]}")
+    # ... one trajectory per learned alpha, the embedding scale on the right axis ...
+    alpha = {t["name"]: t for t in _chart_data(page, "diag-alpha")}
+    depth = len(diag["alpha"]["attn"][0])
+    for i in range(depth):
+        for pos in ("attn", "ffn"):
+            t = alpha[f"α {pos} L{i}"]
+            assert t["x"] == steps
+            _assert_close(t["y"], [row[i] for row in diag["alpha"][pos]], f"alpha {pos} L{i}")
+    _assert_close(alpha["α final"]["y"], diag["alpha"]["final"], "alpha final")
+    assert alpha["embed scale (right axis)"]["yaxis"] == "y2"
+    _assert_close(alpha["embed scale (right axis)"]["y"], diag["embed_scale"], "embed scale")
+    # ... and the gradient norm.
+    [grad] = _chart_data(page, "diag-grad")
+    assert grad["x"] == steps
+    _assert_close(grad["y"], diag["grad_norm"], "grad norm")
+
+
+def test_trial_view_shows_the_outcome_and_that_trials_diagnostics(
+    page, console, server, finished_study
+) -> None:
+    study_id = _completed(finished_study, server)
+    trials = server.client.get(f"/studies/{study_id}/trials", params={"limit": 1000}).json()["data"]
+    with_diag = [t for t in trials if t["runs"] and t["runs"][0]["diagnostics"].get("steps")]
+    assert len(with_diag) >= 2, "the smoke study's trials carry no diagnostics"
+    # Two trials with different alphas (different lanes): the view must follow the click, not keep the first.
+    first = with_diag[0]
+    second = next(t for t in reversed(with_diag) if t["lane"] != first["lane"])
+    assert first["runs"][0]["diagnostics"]["grad_norm"] != second["runs"][0]["diagnostics"]["grad_norm"]
+
+    page.goto(f"{server.url}/#/study/{study_id}")
+    page.wait_for_selector("#trials-section[data-loaded=true]")
+    assert page.locator("#trial-detail").is_hidden(), "the trial view opens on a click, not before"
+    _assert_trial_view(page, first)
+    screenshot(page, "trial-view")
+    _assert_trial_view(page, second)
+    assert page.locator("table.trials tbody tr.selected").count() == 1
+    assert console.unexpected() == []
+
+
+def test_trial_view_badges_other_outcomes_and_an_rmsnorm_run(page, console, server, finished_study) -> None:
+    """Outcomes the smoke study does not produce, from its real trials with the server's answer edited on
+    the way to the page: diverged and stalled get their own badge, glyph and step; an RMSNorm run (no alpha)
+    gets a saturation chart that says so instead of an empty plot."""
+    study_id = _completed(finished_study, server)
+    edited: list[str] = []
+
+    def edit(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        a, b, c = body["data"][:3]
+        edited[:] = [f"{t['lane']}#{t['number']}" for t in (a, b, c)]
+        a.update(outcome="diverged", diverged_at_step=3, value=None)
+        b.update(outcome="stalled")
+        b["runs"][0]["stalled_at_step"] = 2
+        c["norm"] = "rmsnorm"
+        diag = c["runs"][0]["diagnostics"]
+        for key in ("saturation", "alpha"):
+            diag[key] = {"attn": [[None] * len(r) for r in diag[key]["attn"]],
+                         "ffn": [[None] * len(r) for r in diag[key]["ffn"]],
+                         "final": [None] * len(diag[key]["final"])}  # fmt: skip
+        route.fulfill(response=response, json=body)
+
+    page.route(re.compile(rf".*/api/v1/studies/{study_id}/trials\?.*"), edit)
+    page.goto(f"{server.url}/#/study/{study_id}")
+    page.wait_for_selector("#trials-section[data-loaded=true]")
+    assert len(edited) == 3
+
+    expected = {
+        edited[0]: ("diverged", "✕", r"diverged at step\s*3"),
+        edited[1]: ("stalled", "▼", r"stalled at step\s*2"),
+    }
+    for key, (outcome, glyph, fact) in expected.items():
+        page.locator(f"table.trials tbody tr[data-key='{key}']").click()
+        page.wait_for_selector(f"#trial-detail[data-key='{key}'][data-rendered=true]")
+        badge = page.locator("#trial-outcome")
+        assert badge.inner_text().strip() == outcome and badge.get_attribute("data-glyph") == glyph
+        assert "outcome-badge" in (badge.get_attribute("class") or "") and outcome in badge.get_attribute(
+            "class"
+        )
+        assert re.search(fact, page.locator("#trial-detail .kv").inner_text()), fact
+        assert (
+            page.locator(f"table.trials tbody tr[data-key='{key}'] .outcome").inner_text().strip() == outcome
+        )
+
+    rms = edited[2]
+    page.locator(f"table.trials tbody tr[data-key='{rms}']").click()
+    page.wait_for_selector(f"#trial-detail[data-key='{rms}'][data-rendered=true]")
+    assert page.locator("#diag-saturation .scatterlayer .trace").count() == 0
+    assert "no alpha" in (page.locator("#diag-saturation .annotation-text").text_content() or "")
+    assert page.locator("#diag-rms .scatterlayer .trace").count() >= 1  # RMS is measured for every norm
+    names = [t["name"] for t in _chart_data(page, "diag-alpha")]
+    assert names == ["embed scale (right axis)"], names
     assert console.unexpected() == []

@@ -285,3 +285,133 @@ export function lossCurvesPlot(div, trials) {
     });
   };
 }
+
+// -- one trial's diagnostics (alphasearch/diagnostics.py, stored per run under runs[].diagnostics) --------
+
+// Layer positions in forward order: attn L0, ffn L0, attn L1, ... final.
+export function diagPositions(diag) {
+  const first = (diag.input_rms && diag.input_rms.attn && diag.input_rms.attn[0]) || [];
+  const out = [];
+  for (let i = 0; i < first.length; i++) out.push(["attn", i], ["ffn", i]);
+  out.push(["final", null]);
+  return out;
+}
+
+const positionLabel = ([pos, i]) => (pos === "final" ? "final" : `${pos} L${i}`);
+
+// The value of one position at eval step index s of a per-position series ({attn, ffn, final}).
+function atPosition(series, s, [pos, i]) {
+  const row = ((series || {})[pos] || [])[s];
+  if (pos === "final") return row === undefined ? null : row;
+  return row ? (row[i] === undefined ? null : row[i]) : null;
+}
+
+// Light (early) to dark (late) along Cividis: the legend names the step too, so colour is not alone.
+function stepColour(k, n) {
+  const a = [0xd9, 0xc8, 0x5c]; // light end (late Cividis)
+  const b = [0x00, 0x22, 0x4e]; // dark end
+  const t = n > 1 ? k / (n - 1) : 1;
+  const c = a.map((x, j) => Math.round(x + (b[j] - x) * t));
+  return `rgb(${c.join(",")})`;
+}
+
+const DIAG_LAYOUT = {
+  font: FONT,
+  margin: { l: 52, r: 10, t: 28, b: 104 },
+  legend: { orientation: "h", x: 0, y: -0.3, yanchor: "top", font: { size: 10 } },
+};
+
+// One line per evaluation step across the layer positions (a depth profile that moves as training goes on).
+function profilePlot(div, diag, key, title, yaxis) {
+  const P = plotly();
+  const positions = diagPositions(diag);
+  const labels = positions.map(positionLabel);
+  const steps = diag.steps || [];
+  const traces = steps.map((step, s) => ({
+    type: "scatter", mode: "lines+markers", name: `step ${step}`,
+    x: labels, y: positions.map((p) => atPosition(diag[key], s, p)),
+    line: { color: stepColour(s, steps.length), width: s === steps.length - 1 ? 2.5 : 1.5 },
+    marker: { size: 5 },
+    hovertemplate: `step ${step}<br>%{x}: %{y:.3g}<extra></extra>`,
+  }));
+  const empty = !traces.some((t) => t.y.some((v) => v !== null));
+  const layout = {
+    ...DIAG_LAYOUT,
+    title: { text: title, font: { size: 12.5 }, x: 0.02, xanchor: "left" },
+    xaxis: { type: "category", title: { text: "layer position (forward order)" }, tickfont: { size: 10 } },
+    yaxis,
+    showlegend: traces.length <= 10,
+    annotations: empty ? [{ text: "no values: this norm has no alpha (RMSNorm / LayerNorm)", showarrow: false,
+      xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#5b6470" } }] : [],
+  };
+  P.react(div, compact(empty ? [] : traces), layout, CONFIG);
+  return !empty;
+}
+
+/** Fraction of DyT/Derf inputs with |alpha·x| above the saturation level, per layer, at each eval step. */
+export function saturationPlot(div, diag) {
+  const level = diag.saturation_level ?? 2;
+  return profilePlot(div, diag, "saturation", `Saturation: share of |α·x| > ${level}`,
+    { title: { text: "fraction saturated" }, range: [-0.02, 1.02] });
+}
+
+/** RMS of what enters each norm, per layer, at each eval step (log scale). */
+export function inputRmsPlot(div, diag) {
+  return profilePlot(div, diag, "input_rms", "Input RMS per layer", { title: { text: "RMS of norm input" }, type: "log" });
+}
+
+/** Learned alpha per norm against step, and the embedding scale (right axis). */
+export function alphaPlot(div, diag) {
+  const P = plotly();
+  const steps = diag.steps || [];
+  const traces = [];
+  for (const p of diagPositions(diag)) {
+    const y = steps.map((_, s) => atPosition(diag.alpha, s, p));
+    if (!y.some((v) => v !== null)) continue;
+    const [pos, i] = p;
+    traces.push({
+      type: "scatter", mode: "lines+markers", name: `α ${positionLabel(p)}`, x: steps, y,
+      line: { color: pos === "final" ? "#000000" : OKABE_ITO[(i || 0) % (OKABE_ITO.length - 1)],
+        dash: pos === "attn" ? "solid" : pos === "ffn" ? "dash" : "dot", width: 1.8 },
+      marker: { size: 5, symbol: pos === "attn" ? "circle" : pos === "ffn" ? "square" : "diamond" },
+      hovertemplate: `α ${positionLabel(p)}<br>step %{x}<br>%{y:.4g}<extra></extra>`,
+    });
+  }
+  if ((diag.embed_scale || []).length) {
+    traces.push({
+      type: "scatter", mode: "lines+markers", name: "embed scale (right axis)", x: steps, y: diag.embed_scale,
+      yaxis: "y2", line: { color: "#5b6470", width: 1.5, dash: "longdash" }, marker: { size: 5, symbol: "x" },
+      hovertemplate: "embed scale<br>step %{x}<br>%{y:.4g}<extra></extra>",
+    });
+  }
+  const layout = {
+    ...DIAG_LAYOUT,
+    title: { text: "α trajectories and embedding scale", font: { size: 12.5 }, x: 0.02, xanchor: "left" },
+    xaxis: { title: { text: "step" } },
+    yaxis: { title: { text: "learned α" } },
+    yaxis2: { title: { text: "embed scale" }, overlaying: "y", side: "right", showgrid: false, tickformat: ".4~g" },
+    margin: { ...DIAG_LAYOUT.margin, r: 58 },
+    showlegend: traces.length <= 12,
+  };
+  P.react(div, compact(traces), layout, CONFIG);
+  return traces.length > 0;
+}
+
+/** Gradient norm (before clipping) at each eval step. */
+export function gradNormPlot(div, diag) {
+  const P = plotly();
+  const traces = [{
+    type: "scatter", mode: "lines+markers", name: "grad norm", x: diag.steps || [], y: diag.grad_norm || [],
+    line: { color: OKABE_ITO[5], width: 2 }, marker: { size: 6 },
+    hovertemplate: "step %{x}<br>grad norm %{y:.4g}<extra></extra>",
+  }];
+  const layout = {
+    ...DIAG_LAYOUT,
+    title: { text: "Gradient norm (before clipping)", font: { size: 12.5 }, x: 0.02, xanchor: "left" },
+    xaxis: { title: { text: "step" } },
+    yaxis: { title: { text: "‖g‖" }, rangemode: "tozero" },
+    showlegend: false,
+  };
+  P.react(div, compact(traces), layout, CONFIG);
+  return (diag.grad_norm || []).length > 0;
+}

@@ -2,7 +2,9 @@
 // the alpha*-vs-width plot, one heatmap per proxy width plus the extrapolated one, and the trials.
 
 import { api, API } from "../api.js";
-import { heatmapPlot, lossCurvesPlot, purge, widthPlot } from "../plots.js";
+import {
+  alphaPlot, gradNormPlot, heatmapPlot, inputRmsPlot, lossCurvesPlot, purge, saturationPlot, widthPlot,
+} from "../plots.js";
 import {
   copyText, el, fmtAlpha, fmtDuration, fmtLoss, fmtWhen, notice, OUTCOME_GLYPH, poll, progressBar, statusBadge, toast,
 } from "../ui.js";
@@ -125,7 +127,7 @@ function header(study, onCancel) {
   ].filter(Boolean);
 }
 
-function trialsTable(trials, onSelect) {
+function trialsTable(trials, onSelect, selectedKey = null) {
   const cols = [
     ["lane", "Lane", (t) => t.lane], ["number", "#", (t) => t.number],
     ["outcome", "Outcome", (t) => t.outcome || t.state.toLowerCase()],
@@ -147,7 +149,8 @@ function trialsTable(trials, onSelect) {
     });
     tbody.replaceChildren(...rows.map((t) => {
       const outcome = t.outcome || t.state.toLowerCase();
-      const tr = el("tr", { dataset: { key: `${t.lane}#${t.number}`, outcome } },
+      const key = `${t.lane}#${t.number}`;
+      const tr = el("tr", { class: key === selectedKey ? "selected" : null, dataset: { key, outcome } },
         el("td", { class: "mono" }, t.lane), el("td", { class: "num" }, t.number),
         el("td", {}, el("span", { class: "outcome", dataset: { glyph: OUTCOME_GLYPH[outcome] || "·" } }, outcome)),
         el("td", { class: "num" }, fmtAlpha(t.alpha_attn)), el("td", { class: "num" }, fmtAlpha(t.alpha_ffn)),
@@ -156,6 +159,7 @@ function trialsTable(trials, onSelect) {
       tr.addEventListener("click", () => {
         tbody.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
         tr.classList.add("selected");
+        selectedKey = tr.dataset.key;
         onSelect(tr.dataset.key);
       });
       return tr;
@@ -174,6 +178,77 @@ function trialsTable(trials, onSelect) {
   return el("div", { class: "scroll" }, el("table", { class: "trials" }, el("thead", {}, head), tbody));
 }
 
+// Outcome of one trial: glyph + word + colour (never colour alone), as the table's outcome column.
+function outcomeBadge(outcome) {
+  return el("span", { class: `outcome-badge ${outcome}`, id: "trial-outcome", dataset: { outcome, glyph: OUTCOME_GLYPH[outcome] || "·" } },
+    outcome);
+}
+
+const OUTCOME_TEXT = {
+  completed: "finished its steps and learned (final val loss below the unigram entropy).",
+  diverged: "diverged: a non-finite loss, or the smoothed train loss rose far above its running minimum.",
+  stalled: "stalled: the val loss never got clearly below the corpus's unigram entropy (learned nothing input-dependent).",
+  pruned: "pruned by the search's pruner (its intermediate loss was not competitive).",
+  failed: "failed: the run crashed (see the errors below).",
+  cancelled: "cancelled before it finished.",
+  interrupted: "interrupted (the driver stopped); its alpha point is re-queued.",
+};
+
+/** The trial view: outcome badge, the trial's numbers and its per-run diagnostics charts. */
+function trialView(box, trial, seedIndex = 0) {
+  purge(box);
+  const outcome = trial.outcome || trial.state.toLowerCase();
+  const runs = trial.runs || [];
+  const run = runs[Math.min(seedIndex, Math.max(0, runs.length - 1))];
+  const diag = (run && run.diagnostics) || {};
+  const hasDiag = Array.isArray(diag.steps) && diag.steps.length > 0;
+  const stop = (trial.runs || []).map((r) => r.stalled_at_step).find((x) => x !== null && x !== undefined);
+  const seedPicker = runs.length > 1
+    ? el("label", {}, "Run ", el("select", { id: "trial-seed", onchange: (e) => trialView(box, trial, Number(e.target.value)) },
+      runs.map((_, i) => el("option", { value: i, selected: i === seedIndex }, `run ${i + 1} of ${runs.length}`))))
+    : null;
+  const charts = {
+    saturation: el("div", { class: "plot diag", id: "diag-saturation" }),
+    rms: el("div", { class: "plot diag", id: "diag-rms" }),
+    alpha: el("div", { class: "plot diag", id: "diag-alpha" }),
+    grad: el("div", { class: "plot diag", id: "diag-grad" }),
+  };
+  box.replaceChildren(...[
+    el("div", { class: "row", style: "align-items:center" },
+      el("h2", { class: "grow" }, `Trial ${trial.lane} #${trial.number} `, outcomeBadge(outcome)), seedPicker),
+    el("p", { class: "muted" }, `This trial ${OUTCOME_TEXT[outcome] || outcome}`),
+    el("div", { class: "kv" },
+      el("div", {}, el("span", {}, "α_attn"), fmtAlpha(trial.alpha_attn)),
+      el("div", {}, el("span", {}, "α_ffn"), fmtAlpha(trial.alpha_ffn)),
+      el("div", {}, el("span", {}, "norm"), trial.norm),
+      el("div", {}, el("span", {}, "final val loss"), fmtLoss(trial.value)),
+      trial.diverged_at_step !== null && trial.diverged_at_step !== undefined
+        ? el("div", {}, el("span", {}, "diverged at step"), trial.diverged_at_step) : null,
+      stop !== undefined ? el("div", {}, el("span", {}, "stalled at step"), stop) : null,
+      run ? el("div", {}, el("span", {}, "steps run"), run.steps_done) : null,
+      el("div", {}, el("span", {}, "time"), fmtDuration(trial.duration_s))),
+    (trial.errors || []).length ? el("details", {}, el("summary", {}, `Errors (${trial.errors.length})`),
+      el("pre", {}, trial.errors.join("\n\n"))) : null,
+    hasDiag
+      ? el("div", { class: "diag-grid" }, charts.saturation, charts.rms, charts.alpha, charts.grad)
+      : notice("info", run ? "This run recorded no diagnostics (diagnostics are taken at evaluation steps)."
+        : "This trial has no finished run yet."),
+    hasDiag ? el("p", { class: "caption" },
+      `Measured at each evaluation step on a fixed validation batch. Saturation near 1: the norm acts as a sign `,
+      `function and passes almost no gradient; near 0: it is linear. Profiles go from light (early) to dark (late).`) : null,
+  ].filter(Boolean));
+  box.hidden = false;
+  box.dataset.key = `${trial.lane}#${trial.number}`;
+  box.dataset.outcome = outcome;
+  if (hasDiag) {
+    saturationPlot(charts.saturation, diag);
+    inputRmsPlot(charts.rms, diag);
+    alphaPlot(charts.alpha, diag);
+    gradNormPlot(charts.grad, diag);
+  }
+  box.dataset.rendered = "true";
+}
+
 export function studyPage(view, id) {
   const top = el("section", { class: "card", id: "study-header" }, el("p", { class: "muted" }, "Loading…"));
   const results = el("div", { id: "results" });
@@ -182,6 +257,7 @@ export function studyPage(view, id) {
 
   let shown = false;
   let polls = 0;
+  let selectedKey = null; // the trial open in the trial view; kept across refreshes
   const cancel = async () => {
     if (!window.confirm("Cancel this study? Finished trials are kept; the rest are not run.")) return;
     try {
@@ -195,20 +271,29 @@ export function studyPage(view, id) {
   const loadTrials = async () => {
     const res = await api(`studies/${id}/trials?limit=1000`);
     const curves = el("div", { class: "plot small", id: "loss-curves" });
+    const detail = el("section", { class: "trial-view", id: "trial-detail", hidden: true, "aria-live": "polite" });
     trialsBox.hidden = false;
     purge(trialsBox);
     const more = res.count > res.data.length ? ` (showing ${res.data.length})` : "";
-    let select = () => {};
+    const byKey = new Map(res.data.map((t) => [`${t.lane}#${t.number}`, t]));
+    let highlight = () => {};
+    const select = (key) => {
+      selectedKey = key;
+      highlight(key);
+      if (byKey.has(key)) trialView(detail, byKey.get(key));
+    };
     trialsBox.replaceChildren(
       el("div", { class: "row", style: "align-items:baseline" }, el("h2", { class: "grow" }, `Trials (${res.count})${more}`),
         el("a", { href: `${API}/studies/${id}/trials?format=csv` }, "Download CSV")),
       res.count === 0 ? el("p", { class: "muted" }, "No trial has started yet.") :
         el("div", { class: "split" },
           el("div", {}, el("h3", {}, "Validation loss curves"), curves,
-            el("p", { class: "caption" }, "Dotted lines with ✕: diverged runs. Click a table row to highlight its curve.")),
-          el("div", {}, el("h3", {}, "Trial table"), trialsTable(res.data, (key) => select(key)))),
+            el("p", { class: "caption" }, "Dotted lines with ✕: diverged runs. Click a table row to highlight its curve and open the trial below.")),
+          el("div", {}, el("h3", {}, "Trial table"), trialsTable(res.data, (key) => select(key), selectedKey))),
+      detail,
     );
-    if (res.count) select = lossCurvesPlot(curves, res.data);
+    if (res.count) highlight = lossCurvesPlot(curves, res.data);
+    if (selectedKey && byKey.has(selectedKey)) select(selectedKey);
     trialsBox.dataset.loaded = "true";
   };
   const loadResults = async () => {
