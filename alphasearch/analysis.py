@@ -6,6 +6,9 @@ Three steps, each with its uncertainty carried into the next:
    (log alpha_attn, log alpha_ffn), fitted to the completed trials only, and its minimum inside the search
    box (not the single best trial). A case bootstrap over the completed trials gives a percentile
    interval per coordinate. Diverged and stalled trials are counted and kept to mark the unstable region.
+   Noise: seeds repeated at the same alphas give the seed noise (`seed_std`); the spread of the
+   surrogate over the finished points gives the alpha effect; their ratio is the `snr`. With an RMSNorm
+   baseline, `dyt_vs_rmsnorm_gap` says whether DyT keeps up at that width.
 2. Across widths (`fit_width_trend`): log alpha* = b0 + b1 log width (+ b2 log depth when several depths
    ran). It is a random-effects meta-regression: each optimum's bootstrap interval gives its measurement
    error s_i; a DerSimonian-Laird tau^2 absorbs scatter around the power law beyond that; the interval is
@@ -65,6 +68,9 @@ MIN_SEPARABLE = 7  # five coefficients + two residual dof; fewer -> best trial
 FEW_TRIALS = 2 * QUAD_TERMS  # below this a width's optimum is flagged as unreliable
 EDGE_TOL = 0.02  # in box units (half the log range = 1): an optimum this close to a bound is "on the edge"
 MISFIT = 6.0  # lack-of-fit statistic above which the surface is "not a bowl" (null 99th pct ~3)
+SNR_MIN = 3.0  # alpha effect / seed std below this: the alphas move the loss about as much as the seed does
+GAP_MAX = 0.05  # DyT's best mean loss more than 5% above RMSNorm's: DyT does not keep up at that width
+STALL_WARN = 0.2  # share of a width's runs that stalled above which the budget is too short there
 SE_FLOOR = 0.01  # smallest measurement error (log alpha) a width may claim, so no width dominates the fit
 METHOD_WORDS = {
     "quadratic": "a full quadratic fit",
@@ -210,6 +216,36 @@ class WidthOptimum:
     level: float = 0.9
     n_pruned: int = 0
     n_failed: int = 0
+    # Noise (issue 7). The defaults read "not measured", so optima stored by older versions still load.
+    alpha_effect: float | None = None  # max - min of the surrogate over the finished points (_alpha_effect)
+    best_mean_loss: float | None = None  # lowest mean over seeds of a finished alpha point
+    rmsnorm_loss: float | None = None  # mean final val loss of the RMSNorm baseline here, if it ran
+    n_replicated: int = 0  # finished alpha points with 2+ completed seeds
+
+    @property
+    def seed_std(self) -> float | None:
+        """Pooled std of final val loss between seeds at the same alphas (= replicate_std)."""
+        return self.replicate_std
+
+    @property
+    def snr(self) -> float | None:
+        """alpha_effect / seed_std: how far the alphas move the loss, in units of seed noise."""
+        if self.alpha_effect is None or not self.seed_std:
+            return None
+        return self.alpha_effect / self.seed_std
+
+    @property
+    def dyt_vs_rmsnorm_gap(self) -> float | None:
+        """(best DyT mean loss - RMSNorm mean loss) / RMSNorm mean loss; > 0: DyT is behind."""
+        if self.best_mean_loss is None or not self.rmsnorm_loss:
+            return None
+        return (self.best_mean_loss - self.rmsnorm_loss) / self.rmsnorm_loss
+
+    @property
+    def stall_rate(self) -> float | None:
+        """Share of the finished runs (completed, diverged or stalled; every seed counts) that stalled."""
+        runs = self.n_completed + self.n_diverged + self.n_stalled
+        return self.n_stalled / runs if runs else None
 
     def log_se(self, param: str) -> float:
         """Measurement error of log alpha*, read off the interval as if it were normal."""
@@ -219,6 +255,8 @@ class WidthOptimum:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d.update(interval_attn=list(self.interval_attn), interval_ffn=list(self.interval_ffn))
+        for name in ("seed_std", "snr", "dyt_vs_rmsnorm_gap", "stall_rate"):  # derived: not read back
+            d[name] = getattr(self, name)
         return {k: _finite(v) if isinstance(v, float) else v for k, v in d.items()}
 
 
@@ -241,10 +279,34 @@ def _replicate_std(u: np.ndarray, z: np.ndarray) -> float | None:
     return float(np.sqrt(resid @ resid / (len(z) - len(counts))))
 
 
+def _alpha_effect(u: np.ndarray, z: np.ndarray, coef6: np.ndarray | None) -> tuple[float | None, float, int]:
+    """(alpha effect, lowest per-point mean loss, replicated points) of one width's completed runs.
+
+    The effect is the range of the fitted surrogate over the distinct finished alpha points: a smoothed
+    reading, because the range of raw per-point means grows with the number of points even where the
+    alphas do nothing (single-seed points of pure noise: about 3 seed stds at 9 points, 4 at 24). Below 7
+    finished runs there is no surrogate and the range of the per-point means is all there is (biased up).
+    """
+    uniq, inv, counts = np.unique(np.round(u, 9), axis=0, return_inverse=True, return_counts=True)
+    means = np.bincount(inv.ravel(), z) / counts
+    values = quad_eval(coef6, uniq) if coef6 is not None else means
+    effect = float(values.max() - values.min()) if len(uniq) > 1 else None
+    return effect, float(means.min()), int((counts > 1).sum())
+
+
 def width_optimum(
-    points: Iterable[TrialPoint], *, space: SearchSpace, level: float = 0.9, n_boot: int = 200, seed: int = 0
+    points: Iterable[TrialPoint],
+    *,
+    space: SearchSpace,
+    level: float = 0.9,
+    n_boot: int = 200,
+    seed: int = 0,
+    baseline: Sequence[float] | None = None,
 ) -> WidthOptimum:
     """Surrogate optimum of one proxy (width, depth) with percentile-bootstrap intervals at `level`.
+
+    `baseline`: final val losses of the RMSNorm baseline at this (width, depth), if it ran (any seeds);
+    their mean becomes `rmsnorm_loss`, against which `dyt_vs_rmsnorm_gap` is measured.
 
     >>> pts = [TrialPoint(a, f, 2 + np.log(a / 0.5) ** 2 + np.log(f / 0.2) ** 2, "completed", 64, 4)
     ...        for a in (0.1, 0.3, 1, 3) for f in (0.05, 0.1, 0.3, 1)]
@@ -271,6 +333,8 @@ def width_optimum(
     else:  # most resamples were singular: all we know is that the optimum is in the box
         lo, hi = np.full(2, -1.0), np.full(2, 1.0)
     a_star, a_lo, a_hi = space.to_alpha(u_star), space.to_alpha(lo), space.to_alpha(hi)
+    effect, best_mean, n_replicated = _alpha_effect(u, z, coef6)
+    base = [float(v) for v in baseline or () if _finite(v) is not None]
     return WidthOptimum(
         width=pts[0].width,
         depth=pts[0].depth,
@@ -293,6 +357,10 @@ def width_optimum(
         level=level,
         n_pruned=counts["pruned"],
         n_failed=counts["failed"],
+        alpha_effect=effect,
+        best_mean_loss=best_mean,
+        rmsnorm_loss=sum(base) / len(base) if base else None,
+        n_replicated=n_replicated,
     )
 
 
@@ -521,8 +589,43 @@ class Recommendation:
         }
 
 
+def _noise_warnings(o: WidthOptimum, at: str) -> list[str]:
+    """Seed noise vs alpha effect, DyT vs RMSNorm, and stalls at one (width, depth); `at` names it."""
+    out = []
+    snr, gap, stall = o.snr, o.dyt_vs_rmsnorm_gap, o.stall_rate
+    if o.seed_std is None:
+        out.append(
+            f"No replicates at {at}: seed noise unknown, so nothing says whether the loss differences between "
+            "alphas there are larger than a change of training seed. Set replicate_best to 2 or more (or "
+            "seeds) and rerun."
+        )
+    elif snr is not None and snr < SNR_MIN:
+        out.append(
+            f"Alpha effect within noise at {at} (SNR {snr:.1f} < {SNR_MIN:.0f}): across the finished alphas the "
+            f"fitted loss moves by {o.alpha_effect:.3g} nats/byte, while another training seed at the same "
+            f"alphas moves it by {o.seed_std:.3g} (std), so the optimum there is mostly noise. Train longer "
+            "(tokens_per_trial), average more seeds per point (seeds) or widen the search space, and rerun."
+        )
+    if gap is not None and gap > GAP_MAX:
+        out.append(
+            f"DyT trails RMSNorm by {gap:.1%} at {at}: the best DyT point averages {o.best_mean_loss:.3f} "
+            f"nats/byte against RMSNorm's {o.rmsnorm_loss:.3f}, so at this training budget no alpha0 in the "
+            "search space lets DyT keep up there. Check the learning rate, warmup and tokens_per_trial for "
+            "that width before trusting its optimum."
+        )
+    if stall is not None and stall >= STALL_WARN:
+        runs = o.n_completed + o.n_diverged + o.n_stalled
+        out.append(
+            f"{o.n_stalled} of {runs} runs stalled ({stall:.0%}) at {at}: they learned nothing "
+            "input-dependent and are left out of the loss surface. Train longer there (tokens_per_trial) "
+            "or move the search space away from the stalled alphas (markers on that width's heatmap)."
+        )
+    return out
+
+
 def _per_width_warnings(opts: Sequence[WidthOptimum], space: SearchSpace) -> list[str]:
     out = []
+    several_depths = len({o.depth for o in opts}) > 1
     for o in sorted(opts, key=lambda o: (o.width, o.depth)):
         where = f"At width {o.width} (depth {o.depth})"
         for param in o.on_edge:
@@ -547,6 +650,7 @@ def _per_width_warnings(opts: Sequence[WidthOptimum], space: SearchSpace) -> lis
                 f"stalled), so its optimum comes from {METHOD_WORDS[o.method]} and is unreliable. "
                 f"Run more trials there (at least {FEW_TRIALS} should finish)."
             )
+        out += _noise_warnings(o, f"width {o.width}" + (f" depth {o.depth}" if several_depths else ""))
     return out
 
 

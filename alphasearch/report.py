@@ -126,7 +126,8 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
             mine = [p for p in points if p.width == width and p.depth == depth]
             if not any(p.outcome == "completed" for p in mine):
                 continue
-            optima.append(analysis.width_optimum(mine, space=space, level=level))
+            base = baselines.get(f"w{width}-d{depth}")
+            optima.append(analysis.width_optimum(mine, space=space, level=level, baseline=base))
             heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(mine, space=space)
     recommendation = analysis.recommend(
         optima,

@@ -18,6 +18,10 @@ How trials are recorded (what a reader of the Optuna tables needs to know):
   budget, so resuming the study runs that point again (interrupted points are re-queued first).
 - failed: a crash. Infrastructure failures (a worker died) are re-run up to `max_retries` times; Optuna's
   heartbeat + RetryHeartbeatStaleTrialCallback re-queue trials whose driver died mid-flight.
+- replicates (StudySpec.replicate_best): once a DyT lane's search budget is spent, its best completed trial
+  (lowest mean val loss) is re-run, one Optuna trial per extra seed, with the same params and user attrs
+  `replicate_of` (the best trial's number) and `replicate_seed`, until that point has `replicate_best`
+  seeds. They count towards the lane's progress total; the analysis reads them as more seeds of that point.
 Identical runs are served from the content-addressed ResultCache across studies.
 """
 
@@ -46,6 +50,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 HEARTBEAT_INTERVAL_S = 5  # in-flight trials are marked alive this often
 GRACE_PERIOD_S = 20  # a RUNNING trial silent this long belongs to a dead driver: fail + re-queue it
 PARAMS = ("alpha_attn", "alpha_ffn")
+REPLICATE_OF, REPLICATE_SEED = "replicate_of", "replicate_seed"  # user attrs of a replicate trial
 
 
 def optuna_study_name(study_id: str, width: int, depth: int, *, baseline: bool = False) -> str:
@@ -113,8 +118,9 @@ class Lane:
     depth: int
     baseline: bool
     study: optuna.Study
-    budget: int
-    seeds: list[int]
+    budget: int  # search trials (1 for the baseline)
+    seeds: list[int]  # the seeds every search trial runs
+    replicate_seeds: list[int] = field(default_factory=list)  # one replicate trial each, after the search
 
     @property
     def label(self) -> str:
@@ -127,6 +133,8 @@ class _Flight:
 
     lane: Lane
     trial: optuna.Trial
+    seeds: list[int]
+    replicate: bool = False
     handles: set[int] = field(default_factory=set)
     requests: dict[int, tuple[int, TrialRequest]] = field(default_factory=dict)  # handle -> (seed, request)
     results: dict[int, TrainResult] = field(default_factory=dict)  # seed -> result
@@ -144,6 +152,19 @@ class LaneProgress:
 
 
 ProgressHook = Callable[[list[LaneProgress]], None]
+
+
+@dataclass
+class _LaneState:
+    """Where a lane stands, from its trials in the database."""
+
+    done: int  # finished trials that count towards `total`
+    running: int
+    total: int  # search budget + replicate trials still planned
+    finished: bool
+    work: str | None = None  # what to start next: "search" | "replicate" | "pop" (a queued trial) | None
+    best: optuna.trial.FrozenTrial | None = None  # the point to replicate
+    seed: int | None = None  # the replicate's seed
 
 
 class StudyRunner:
@@ -200,7 +221,10 @@ class StudyRunner:
                     study.set_user_attr("norm", "rmsnorm" if baseline else spec.norm)
                     count = max(2, spec.seeds) if baseline else spec.seeds
                     seeds = list(range(spec.first_seed, spec.first_seed + count))
-                    lanes.append(Lane(width, depth, baseline, study, 1 if baseline else spec.trials_per_width, seeds))
+                    extra = 0 if baseline else spec.replicate_runs
+                    replicate_seeds = list(range(spec.first_seed + count, spec.first_seed + count + extra))
+                    budget = 1 if baseline else spec.trials_per_width
+                    lanes.append(Lane(width, depth, baseline, study, budget, seeds, replicate_seeds))
         return lanes
 
     # -- main loop ---------------------------------------------------------------------------------
@@ -223,7 +247,9 @@ class StudyRunner:
             flight.trial.set_user_attr("outcome", "interrupted")
             flight.lane.study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)
             if flight.trial.params:
-                flight.lane.study.enqueue_trial(flight.trial.params, skip_if_exists=False)
+                keep = (REPLICATE_OF, REPLICATE_SEED) if flight.replicate else ()
+                attrs = {k: flight.trial.user_attrs[k] for k in keep} or None
+                flight.lane.study.enqueue_trial(flight.trial.params, user_attrs=attrs, skip_if_exists=False)
         self._flights.clear()
 
     def _loop(self) -> str:
@@ -246,26 +272,45 @@ class StudyRunner:
             for event in self.executor.poll(timeout=1.0):
                 self._handle(event)
 
-    def _counts(self, lane: Lane) -> tuple[int, int]:
-        """(finished trials, trials running somewhere) for a lane, from the database."""
+    def _state(self, lane: Lane, *, reap: bool = True) -> _LaneState:
+        """The lane's progress and next piece of work, from the database.
+
+        Search first: `lane.budget` trials, each over `lane.seeds`. Then, for DyT lanes with replicate seeds,
+        one replicate trial per seed of the best completed search trial (lowest mean val loss). With
+        `reap`, stale trials of a dead driver are failed and re-queued first.
+        """
         states = optuna.trial.TrialState
+        if reap:
+            optuna.storages.fail_stale_trials(lane.study)
         trials = lane.study.get_trials(deepcopy=False)
-        done = sum(
-            1
-            for t in trials
-            if t.state in (states.COMPLETE, states.PRUNED)
-            or (t.state == states.FAIL and t.user_attrs.get("final"))
-        )
+        search = [t for t in trials if REPLICATE_OF not in t.user_attrs]
+        s_done = sum(1 for t in search if _counts_done(t))
         running = sum(1 for t in trials if t.state == states.RUNNING)
-        return done, running
+        s_running = sum(1 for t in search if t.state == states.RUNNING)
+        n_rep = len(lane.replicate_seeds)
+        if s_done + s_running < lane.budget:
+            return _LaneState(s_done, running, lane.budget + n_rep, False, "search")
+        if s_done < lane.budget or not n_rep:  # search trials still running, or nothing to replicate
+            done = min(s_done, lane.budget)
+            return _LaneState(done, running, lane.budget + n_rep, done >= lane.budget and not n_rep)
+        best = _best_point(search)
+        if best is None:  # every search trial diverged, stalled or failed: no point worth replicating
+            return _LaneState(lane.budget, running, lane.budget, True)
+        mine = [t for t in trials if t.user_attrs.get(REPLICATE_OF) == best.number]
+        finished = {t.user_attrs.get(REPLICATE_SEED) for t in mine if _counts_done(t)}
+        queued = [t for t in mine if t.state == states.WAITING and t.user_attrs.get(REPLICATE_SEED) not in finished]
+        pending = {t.user_attrs.get(REPLICATE_SEED) for t in mine if t.state in (states.RUNNING, states.WAITING)}
+        missing = [s for s in lane.replicate_seeds if s not in finished | pending]
+        done = lane.budget + sum(1 for s in lane.replicate_seeds if s in finished)
+        state = _LaneState(done, running, lane.budget + n_rep, done == lane.budget + n_rep)
+        if queued:  # (never once every seed has finished: `queued` leaves finished seeds out)
+            state.work = "pop"  # an interrupted or stale replicate, re-queued: ask() hands it out
+        elif missing:
+            state.work, state.best, state.seed = "replicate", best, missing[0]
+        return state
 
     def _all_done(self) -> bool:
-        for lane in self.lanes:
-            optuna.storages.fail_stale_trials(lane.study)
-            done, _ = self._counts(lane)
-            if done < lane.budget:
-                return False
-        return True
+        return all(self._state(lane).finished for lane in self.lanes)
 
     def _fill(self) -> None:
         """Ask new trials, round-robin over lanes, until the executor's capacity is used."""
@@ -275,22 +320,25 @@ class StudyRunner:
             for lane in self.lanes:
                 if self._runs_in_flight() >= self.executor.capacity:
                     return
-                optuna.storages.fail_stale_trials(lane.study)
-                done, running = self._counts(lane)
-                if done + running >= lane.budget:
+                state = self._state(lane)
+                if state.work is None:
                     continue
-                self._start(lane)
+                self._start(lane, state)
                 progressed = True
 
     def _runs_in_flight(self) -> int:
         return len(self._flights)
 
-    def _start(self, lane: Lane) -> None:
+    def _start(self, lane: Lane, state: _LaneState) -> None:
         spec = self.spec
         if lane.baseline:
             trial = lane.study.ask()
             alphas = (1.0, 1.0)
         else:
+            if state.work == "replicate" and state.best is not None:
+                attrs = {REPLICATE_OF: state.best.number, REPLICATE_SEED: state.seed}
+                lane.study.enqueue_trial(dict(state.best.params), user_attrs=attrs, skip_if_exists=False)
+            # ask() hands out the oldest queued trial first (a replicate, an interrupted or a stale point)
             trial = lane.study.ask(
                 {
                     "alpha_attn": optuna.distributions.FloatDistribution(*spec.alpha_attn_range, log=True),
@@ -299,12 +347,15 @@ class StudyRunner:
             )
             alphas = (trial.params["alpha_attn"], trial.params["alpha_ffn"])
         self.storage.record_heartbeat(trial._trial_id)
+        replicate = REPLICATE_OF in trial.user_attrs  # whatever ask() handed out decides, not `state`
+        seeds = [int(trial.user_attrs[REPLICATE_SEED])] if replicate else lane.seeds
         model = spec.model_config(lane.width, lane.depth, *alphas, norm="rmsnorm" if lane.baseline else None)
-        flight = _Flight(lane, trial)
-        for seed in lane.seeds:
-            request = TrialRequest.build(
-                model, spec.train_config(seed=seed), spec.corpus, f"{lane.label} #{trial.number} seed {seed}"
-            )
+        flight = _Flight(lane, trial, seeds, replicate)
+        for seed in seeds:
+            label = f"{lane.label} #{trial.number} seed {seed}"
+            if replicate:
+                label += f" (replicate of #{trial.user_attrs[REPLICATE_OF]})"
+            request = TrialRequest.build(model, spec.train_config(seed=seed), spec.corpus, label)
             cached = self.cache.get(request.key()) if self.cache else None
             if cached is not None:
                 flight.results[seed] = cached
@@ -332,8 +383,8 @@ class StudyRunner:
                 # The in-process executor trains inside poll(): this is the only chance to stop mid-trial.
                 flight.stop_reason = "cancelled"
                 return "cancelled"
-            if seed != flight.lane.seeds[0] or not math.isfinite(val_loss):
-                return None  # the first seed speaks for the trial in pruning decisions
+            if flight.replicate or seed != flight.seeds[0] or not math.isfinite(val_loss):
+                return None  # the first seed speaks for a search trial in pruning; replicates are never pruned
             flight.trial.report(val_loss, step)
             if flight.trial.should_prune():
                 flight.stop_reason = "pruned"
@@ -405,13 +456,13 @@ class StudyRunner:
             return
         rows = []
         for lane in self.lanes:
-            done, _ = self._counts(lane)
+            state = self._state(lane, reap=False)
             values = [
                 t.value
                 for t in lane.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.user_attrs.get("outcome") == "completed" and t.value is not None
             ]
-            rows.append(LaneProgress(lane.label, done, lane.budget, min(values) if values else None))
+            rows.append(LaneProgress(lane.label, state.done, state.total, min(values) if values else None))
         self.on_progress(rows)
 
 
@@ -430,9 +481,30 @@ def _classify(flight: _Flight, results: list[TrainResult]) -> tuple[str, float |
     if any(r.stalled for r in results):
         # A real (bad) loss: told to the sampler as is, kept out of the loss surface by the analysis.
         return "stalled", sum(losses) / len(losses), states.COMPLETE
-    if len(losses) < len(flight.lane.seeds):
+    if len(losses) < len(flight.seeds):
         return "failed", None, states.FAIL
     return "completed", sum(losses) / len(losses), states.COMPLETE
+
+
+def _counts_done(trial: optuna.trial.FrozenTrial) -> bool:
+    """Finished for good: complete, pruned, or crashed (not cancelled / interrupted / stale: those re-run)."""
+    states = optuna.trial.TrialState
+    return trial.state in (states.COMPLETE, states.PRUNED) or (
+        trial.state == states.FAIL and bool(trial.user_attrs.get("final"))
+    )
+
+
+def _best_point(search: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The completed search trial with the lowest mean val loss (diverged / stalled points never count)."""
+    done = [
+        t
+        for t in search
+        if t.state == optuna.trial.TrialState.COMPLETE
+        and t.user_attrs.get("outcome") == "completed"
+        and t.value is not None
+        and "alpha_attn" in t.params
+    ]
+    return min(done, key=lambda t: (t.value, t.number)) if done else None
 
 
 def _run_summary(result: TrainResult) -> dict[str, Any]:

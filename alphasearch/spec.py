@@ -48,6 +48,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsnorm_baseline": False,
         "detect_stalls": False,  # 30 steps cannot beat the unigram entropy: every run would "stall"
         "max_total_tokens": 10_000_000,
+        "replicate_best": 0,  # seed noise is not worth measuring on 30-step runs
     },
     # Minutes on a 2-core laptop: three proxy widths, a 3x3 grid each, short runs.
     "quick": {
@@ -65,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsnorm_baseline": True,
         "detect_stalls": True,
         "max_total_tokens": 200_000_000,
+        "replicate_best": 3,
     },
     # An hour or a few on a workstation: four widths, TPE + ASHA, longer runs.
     "standard": {
@@ -82,6 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsnorm_baseline": True,
         "detect_stalls": True,
         "max_total_tokens": 5_000_000_000,
+        "replicate_best": 3,
     },
     # A GPU cluster: wider proxies, several depths, Chinchilla-ish token counts for the small widths.
     "paper-like": {
@@ -99,6 +102,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rmsnorm_baseline": True,
         "detect_stalls": True,
         "max_total_tokens": 10**12,
+        "replicate_best": 3,
     },
 }
 
@@ -126,6 +130,9 @@ class StudySpec:
     seq_len: int = 0
     seeds: int = 1  # replicate runs per alpha point (first_seed..first_seed+seeds-1); the value is their mean
     first_seed: int = 0  # shift the training seeds, e.g. to repeat a whole study under other seeds
+    # After a width's search, re-run its best point with further seeds (first_seed+seeds, ...) until it has
+    # this many, to measure seed noise against the alpha effect. 0 = never; None = the preset's value.
+    replicate_best: int | None = None
     lr: float = 0.0
     warmup_steps: int = -1
     eval_interval: int = 0
@@ -141,7 +148,7 @@ class StudySpec:
         if self.preset not in PRESETS:
             raise ConfigError("preset", f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         for key, value in PRESETS[self.preset].items():
-            if _is_unset(getattr(self, key)):
+            if _is_unset(getattr(self, key), zero_is_a_choice=key in _ZERO_IS_A_CHOICE):
                 setattr(self, key, list(value) if isinstance(value, list) else value)
         self.alpha_attn_range = _range("alpha_attn_range", self.alpha_attn_range)
         self.alpha_ffn_range = _range("alpha_ffn_range", self.alpha_ffn_range)
@@ -190,6 +197,13 @@ class StudySpec:
         _int("seeds", self.seeds, lo=1, hi=32)
         if not (isinstance(self.first_seed, int) and not isinstance(self.first_seed, bool) and self.first_seed >= 0):
             raise ConfigError("first_seed", f"got {self.first_seed!r}; use an integer >= 0")
+        rb = self.replicate_best
+        if isinstance(rb, bool) or not isinstance(rb, int) or not 0 <= rb <= 32:
+            raise ConfigError(
+                "replicate_best",
+                f"got {rb!r}; use an integer from 0 (no replication) to 32: the seeds the best point of each "
+                "width ends up with (e.g. 3)",
+            )
         _int("batch_size", self.batch_size, lo=1, hi=65_536)
         _int("seq_len", self.seq_len, lo=2, hi=65_536)
         _int("tokens_per_trial", self.tokens_per_trial, lo=self.batch_size * self.seq_len, hi=10**13)
@@ -206,7 +220,7 @@ class StudySpec:
                 "tokens_per_trial",
                 f"this study needs {self.total_tokens:,} training tokens, more than the "
                 f"{self.preset!r} preset allows ({self.max_total_tokens:,}); reduce trials_per_width, "
-                "tokens_per_trial, seeds or proxy widths, or use a larger preset",
+                "tokens_per_trial, seeds, replicate_best or proxy widths, or use a larger preset",
             )
         # Build one proxy config now so width/head/etc. errors surface at submission, not in a worker.
         for w in self.proxy_widths:
@@ -219,15 +233,21 @@ class StudySpec:
         return max(1, self.tokens_per_trial // (self.batch_size * self.seq_len))
 
     @property
+    def replicate_runs(self) -> int:
+        """Extra single-seed runs (and Optuna trials) of each (width, depth)'s best point after its search."""
+        return max(0, (self.replicate_best or 0) - self.seeds)
+
+    @property
     def total_tokens(self) -> int:
-        runs = len(self.proxy_widths) * len(self.proxy_depths) * self.trials_per_width * self.seeds
+        lanes = len(self.proxy_widths) * len(self.proxy_depths)
+        runs = lanes * (self.trials_per_width * self.seeds + self.replicate_runs)
         if self.rmsnorm_baseline:
             runs += len(self.proxy_widths) * len(self.proxy_depths) * max(2, self.seeds)
         return runs * self.tokens_per_trial
 
     @property
     def total_trials(self) -> int:
-        return len(self.proxy_widths) * len(self.proxy_depths) * self.trials_per_width
+        return len(self.proxy_widths) * len(self.proxy_depths) * (self.trials_per_width + self.replicate_runs)
 
     def model_config(
         self, width: int, depth: int, alpha_attn: float, alpha_ffn: float, *, norm: str | None = None
@@ -266,6 +286,8 @@ class StudySpec:
         """Stable id of what this spec computes (the name is a label and does not count)."""
         data = self.to_dict()
         data.pop("name", None)
+        if not data.get("replicate_best"):  # 0 replicates computes what specs without the field did
+            data.pop("replicate_best", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -301,10 +323,16 @@ def parse_document(text: str) -> Any:
         raise ConfigError("document", f"neither valid JSON nor valid YAML ({exc}); check the syntax") from exc
 
 
-def _is_unset(value: Any) -> bool:
+# Fields whose 0 is a real choice (only None takes the preset's value).
+_ZERO_IS_A_CHOICE = frozenset({"replicate_best"})
+
+
+def _is_unset(value: Any, *, zero_is_a_choice: bool = False) -> bool:
     """True for the dataclass's "take it from the preset" placeholders ("", 0, -1, None, [])."""
     if isinstance(value, bool):
         return False  # an explicit True/False from the user is a choice, not a placeholder
+    if zero_is_a_choice:
+        return value is None
     return value is None or value == "" or value == [] or value == 0 or value == -1
 
 

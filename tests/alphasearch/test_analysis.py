@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from alphasearch.analysis import (
     SearchSpace,
     TrialPoint,
+    WidthOptimum,
     extrapolated_heatmap,
     fit_width_trend,
     heatmap_grid,
@@ -342,4 +345,117 @@ def test_a_surface_that_is_not_a_bowl_is_flagged():
     assert lopsided.lack_of_fit > 6 and all(o.lack_of_fit < 6 for o in bowls)
     rec = recommend([lopsided, *bowls[1:]], target_width=4096, target_depth=4, space=SPACE)
     assert [w for w in rec.warnings if "not a quadratic bowl" in w and "Narrow the search space" in w]
-    assert not [w for w in recommend(bowls, target_width=4096, target_depth=4, space=SPACE).warnings]
+    # Clean bowls earn no warning but the one about seed noise: synth() runs every point once.
+    clean = recommend(bowls, target_width=4096, target_depth=4, space=SPACE).warnings
+    assert [w for w in clean if not w.startswith("No replicates at width")] == []
+    assert len(clean) == len(WIDTHS)
+
+
+# ------------------------------------------------------------------------------ noise and the baseline
+
+
+def replicated(noise: float, *, seed: int = 16, width: int = 64, depth: int = 4, seeds: int = 3) -> list[TrialPoint]:
+    """A 4 x 4 log grid, every point run with `seeds` seeds: a bowl whose loss spans ~0.3 nats over the
+    grid (minimum 2.0 at the grid's centre), plus seed noise of std `noise`."""
+    rng = np.random.default_rng(seed)
+    grid = [(a, f) for a in (0.1, 0.3, 1.0, 3.0) for f in (0.05, 0.15, 0.5, 1.5)]
+    return [
+        TrialPoint(
+            a, f, 2 + 0.05 * math.log(a / 0.55) ** 2 + 0.05 * math.log(f / 0.27) ** 2 + rng.normal(0, noise),
+            "completed", width, depth, seed=s,
+        )  # fmt: skip
+        for a, f in grid
+        for s in range(seeds)
+    ]
+
+
+def test_seed_noise_that_swamps_the_alpha_effect_is_warned_and_small_noise_is_not():
+    quiet = width_optimum(replicated(0.005), space=SPACE)
+    loud = width_optimum(replicated(0.3), space=SPACE)
+    for opt, noise in ((quiet, 0.005), (loud, 0.3)):
+        assert opt.n_replicated == 16
+        assert 0.7 * noise < opt.seed_std < 1.3 * noise  # 32 residual dof: within 30% of the true std
+        assert opt.snr == pytest.approx(opt.alpha_effect / opt.seed_std)
+    assert 0.25 < quiet.alpha_effect < 0.4  # the bowl's own spread over the grid (~0.31)
+    assert quiet.snr > 30 and loud.snr < 3
+    warned = [w for w in recommend([loud], target_width=4096, target_depth=4, space=SPACE).warnings
+              if w.startswith("Alpha effect within noise")]  # fmt: skip
+    assert len(warned) == 1
+    assert re.match(r"Alpha effect within noise at width 64 \(SNR \d\.\d < 3\)", warned[0])
+    assert f"SNR {loud.snr:.1f} < 3" in warned[0]
+    quiet_warnings = recommend([quiet], target_width=4096, target_depth=4, space=SPACE).warnings
+    assert not [w for w in quiet_warnings if "within noise" in w or "No replicates" in w]
+
+
+def test_no_replicates_means_seed_noise_unknown_and_is_said():
+    once = width_optimum(replicated(0.005, seeds=1), space=SPACE)
+    assert once.seed_std is None and once.snr is None and once.n_replicated == 0
+    assert once.alpha_effect is not None  # the effect is still measured; only the noise is missing
+    warnings = recommend([once], target_width=4096, target_depth=4, space=SPACE).warnings
+    assert [w for w in warnings if w.startswith("No replicates at width 64: seed noise unknown")]
+    assert not [w for w in warnings if "within noise" in w]
+
+
+def test_dyt_trailing_rmsnorm_by_more_than_5_percent_is_warned():
+    pts = replicated(0.005)
+    behind = width_optimum(pts, space=SPACE, baseline=[1.85, 1.87])
+    close = width_optimum(pts, space=SPACE, baseline=[1.97, 1.99])
+    alone = width_optimum(pts, space=SPACE)
+    by_point: dict[tuple[float, float], list[float]] = {}
+    for p in pts:
+        by_point.setdefault((p.alpha_attn, p.alpha_ffn), []).append(p.loss)
+    best_mean = min(np.mean(v) for v in by_point.values())
+    assert behind.best_mean_loss == pytest.approx(best_mean) and behind.rmsnorm_loss == pytest.approx(1.86)
+    assert behind.dyt_vs_rmsnorm_gap == pytest.approx((best_mean - 1.86) / 1.86)
+    assert 0.05 < behind.dyt_vs_rmsnorm_gap < 0.1 and 0 < close.dyt_vs_rmsnorm_gap < 0.05
+    assert alone.rmsnorm_loss is None and alone.dyt_vs_rmsnorm_gap is None
+
+    def gap_warnings(opt: WidthOptimum) -> list[str]:
+        rec = recommend([opt], target_width=4096, target_depth=4, space=SPACE)
+        return [w for w in rec.warnings if "trails RMSNorm" in w]
+
+    [warned] = gap_warnings(behind)
+    assert warned.startswith(f"DyT trails RMSNorm by {behind.dyt_vs_rmsnorm_gap:.1%} at width 64")
+    assert gap_warnings(close) == [] and gap_warnings(alone) == []
+
+
+def test_a_high_stall_rate_is_counted_and_warned_per_width():
+    pts = replicated(0.005, seeds=1)
+    stalled = [TrialPoint(0.04, f, None, "stalled", 64, 4) for f in (0.02, 0.05, 0.1, 0.2, 0.4)]
+    few = width_optimum(pts + stalled[:1], space=SPACE)
+    many = width_optimum(pts + stalled, space=SPACE)
+    assert few.stall_rate == pytest.approx(1 / 17) and many.stall_rate == pytest.approx(5 / 21)
+
+    def stall_warnings(opt: WidthOptimum) -> list[str]:
+        return [w for w in recommend([opt], target_width=4096, target_depth=4, space=SPACE).warnings if "stalled (" in w]
+
+    assert stall_warnings(few) == []
+    [warned] = stall_warnings(many)
+    assert warned.startswith("5 of 21 runs stalled (24%) at width 64")
+
+
+def test_noise_fields_reach_the_json_and_load_back_as_the_service_stores_them():
+    """The service keeps `WidthOptimum.to_dict()` and rebuilds optima from its dataclass fields (pooled
+    recommendations): the noise numbers and their warnings must survive that round trip."""
+    opts = [
+        width_optimum(replicated(0.3, seed=17, width=64), space=SPACE, baseline=[1.6, 1.62]),
+        width_optimum(replicated(0.005, seed=18, width=128), space=SPACE, baseline=[1.99]),
+    ]
+    rec = recommend(opts, target_width=4096, target_depth=4, space=SPACE)
+    d = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    for row, opt in zip(d["per_width"], opts, strict=True):
+        for key in ("seed_std", "alpha_effect", "snr", "dyt_vs_rmsnorm_gap", "rmsnorm_loss", "stall_rate"):
+            assert row[key] == pytest.approx(getattr(opt, key)), key
+    known = {f.name for f in dataclasses.fields(WidthOptimum)}
+    again = [
+        WidthOptimum(**{
+            **{k: v for k, v in row.items() if k in known},
+            "interval_attn": tuple(row["interval_attn"]), "interval_ffn": tuple(row["interval_ffn"]),
+        })
+        for row in d["per_width"]
+    ]  # fmt: skip
+    assert [o.snr for o in again] == pytest.approx([o.snr for o in opts])
+    assert recommend(again, target_width=4096, target_depth=4, space=SPACE).warnings == rec.warnings
+    assert any(w.startswith("Alpha effect within noise at width 64") for w in rec.warnings)
+    assert any(w.startswith("DyT trails RMSNorm by") and "at width 64" in w for w in rec.warnings)
+    assert not any("width 128" in w for w in rec.warnings if "noise" in w or "RMSNorm" in w)

@@ -9,8 +9,12 @@ import pytest
 
 from alphasearch.cache import ResultCache
 from alphasearch.executor import InProcessExecutor
+from alphasearch.report import build_report
 from alphasearch.search import StudyRunner, optuna_study_name
 from alphasearch.spec import StudySpec
+
+COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+                           optuna.trial.TrialState.FAIL)  # fmt: skip
 
 # Smaller than the smoke preset: each run is ~10 steps of a 32-wide, 1-block model.
 TINY = {
@@ -132,3 +136,75 @@ def test_first_seed_shifts_the_training_seeds_so_a_study_can_be_repeated(env):
     StudyRunner(StudySpec.from_dict({**base, "first_seed": 7}), "b", env["url"], InProcessExecutor()).run()
     [a], [b] = _trials(env["url"], "a", 32), _trials(env["url"], "b", 32)
     assert a.user_attrs["seeds"] == [0, 1] and b.user_attrs["seeds"] == [7, 8]
+
+
+class CountingExecutor(InProcessExecutor):
+    """The real in-process executor, counting the training runs it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submitted = 0
+
+    def submit(self, request, on_progress):
+        self.submitted += 1
+        return super().submit(request, on_progress)
+
+
+def test_the_best_point_is_replicated_in_the_same_optuna_study_and_a_rerun_resumes_it(env):
+    # grid (as the quick preset): 2 x 2 points, then the best one re-run with seeds 1 and 2.
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "sampler": "grid", "replicate_best": 3})
+    assert spec.total_trials == 4 + 2
+
+    def a_replicate_finished() -> bool:
+        try:
+            return any(t.state == COMPLETE and "replicate_of" in t.user_attrs for t in _trials(env["url"], "rep", 32))
+        except KeyError:
+            return False
+
+    first = CountingExecutor()
+    assert StudyRunner(spec, "rep", env["url"], first, should_cancel=a_replicate_finished).run() == "cancelled"
+    assert first.submitted == 5  # the 4 grid points and one replicate, then the cancel
+    progress = []
+    second = CountingExecutor()
+    assert StudyRunner(spec, "rep", env["url"], second, on_progress=progress.append).run() == "completed"
+    assert second.submitted == 1  # only the replicate still missing: nothing finished is trained again
+    assert (progress[-1][0].done, progress[-1][0].total) == (6, 6)
+
+    trials = _trials(env["url"], "rep", 32)
+    assert len(trials) == 6 and all(t.state == COMPLETE and t.user_attrs["outcome"] == "completed" for t in trials)
+    search = [t for t in trials if "replicate_of" not in t.user_attrs]
+    replicates = [t for t in trials if "replicate_of" in t.user_attrs]
+    best = min(search, key=lambda t: t.value)
+    assert len(search) == 4 and all(t.user_attrs["seeds"] == [0] for t in search)
+    assert sorted(t.user_attrs["replicate_seed"] for t in replicates) == [1, 2]
+    for t in replicates:
+        assert t.user_attrs["replicate_of"] == best.number and t.params == best.params
+        assert t.user_attrs["seeds"] == [t.user_attrs["replicate_seed"]]
+        assert t.value == pytest.approx(t.user_attrs["seed_losses"][0])
+    assert len({t.value for t in replicates} | {best.value}) == 3  # other seeds, other losses
+
+    third = CountingExecutor()
+    assert StudyRunner(spec, "rep", env["url"], third).run() == "completed"
+    assert third.submitted == 0 and len(_trials(env["url"], "rep", 32)) == 6
+
+    # The analysis reads the replicates as more seeds of the best point: seed noise is measured.
+    [row] = build_report(spec, "rep", env["url"]).to_dict()["per_width"]
+    assert row["n_replicated"] == 1 and row["seed_std"] > 0 and row["snr"] is not None
+
+
+def test_replicates_come_from_the_result_cache_like_any_run(env):
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "sampler": "grid", "replicate_best": 2})
+    StudyRunner(spec, "c1", env["url"], InProcessExecutor(), cache=env["cache"]).run()
+    again = CountingExecutor()
+    assert StudyRunner(spec, "c2", env["url"], again, cache=env["cache"]).run() == "completed"
+    assert again.submitted == 0
+    replicas = [[t for t in _trials(env["url"], sid, 32) if "replicate_of" in t.user_attrs] for sid in ("c1", "c2")]
+    assert [len(r) for r in replicas] == [1, 1] and replicas[0][0].value == replicas[1][0].value
+
+
+def test_nothing_is_replicated_when_the_points_already_have_enough_seeds(env):
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "trials_per_width": 2, "seeds": 2, "replicate_best": 2})
+    assert spec.total_trials == 2
+    StudyRunner(spec, "enough", env["url"], InProcessExecutor()).run()
+    trials = _trials(env["url"], "enough", 32)
+    assert len(trials) == 2 and not [t for t in trials if "replicate_of" in t.user_attrs]

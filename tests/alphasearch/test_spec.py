@@ -61,6 +61,10 @@ def test_fingerprint_ignores_the_name_but_not_the_science():
         ({"tokens_per_trial": 10**12}, "tokens_per_trial", "larger preset"),
         ({"colour": "blue"}, "colour", "unknown field"),
         ({"target_width": "wide"}, "target_width", "integer"),
+        ({"replicate_best": -1}, "replicate_best", "0 (no replication)"),
+        ({"replicate_best": 33}, "replicate_best", "0 (no replication)"),
+        ({"replicate_best": "3"}, "replicate_best", "integer"),
+        ({"replicate_best": True}, "replicate_best", "integer"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -94,3 +98,34 @@ def test_model_and_train_configs_follow_the_spec():
     assert baseline.norm == "rmsnorm" and baseline.embed_scale == "one"
     train = spec.train_config(seed=2)
     assert train.seed == 2 and train.steps * train.batch_size * train.seq_len <= spec.tokens_per_trial
+
+
+def test_replicate_best_comes_from_the_preset_and_an_explicit_zero_is_kept():
+    quick = StudySpec.from_dict({"preset": "quick", "target_width": 4096, "target_depth": 32})
+    smoke = StudySpec.from_dict({"preset": "smoke", "target_width": 4096, "target_depth": 32})
+    off = StudySpec.from_dict({"preset": "quick", "target_width": 4096, "target_depth": 32, "replicate_best": 0})
+    assert (quick.replicate_best, smoke.replicate_best, off.replicate_best) == (3, 0, 0)
+    assert StudySpec.from_text(json.dumps(off.to_dict())).replicate_best == 0
+    assert off.fingerprint() != quick.fingerprint()
+
+
+def test_replicates_count_in_the_trial_and_token_totals():
+    base = {"preset": "quick", "target_width": 4096, "target_depth": 32}  # 3 widths x 9 trials, baseline on
+    on = StudySpec.from_dict(base)
+    off = StudySpec.from_dict({**base, "replicate_best": 0})
+    two_seeds = StudySpec.from_dict({**base, "seeds": 2})
+    enough_seeds = StudySpec.from_dict({**base, "seeds": 3})
+    assert (off.replicate_runs, on.replicate_runs, two_seeds.replicate_runs, enough_seeds.replicate_runs) == (0, 2, 1, 0)
+    assert off.total_trials == 27 and on.total_trials == 27 + 3 * 2 and enough_seeds.total_trials == 27
+    runs = (on.total_tokens - off.total_tokens) // on.tokens_per_trial
+    assert runs == 3 * 2  # one single-seed run per replicate trial
+    assert two_seeds.total_tokens == (3 * (9 * 2 + 1) + 3 * 2) * on.tokens_per_trial
+
+
+def test_replicates_count_against_the_token_budget():
+    # smoke: 2 widths x 4 trials; 1.2M tokens each -> 9.6M of the 10M budget, and 2 x 2 replicates break it.
+    fits = {"preset": "smoke", "target_width": 4096, "target_depth": 32, "tokens_per_trial": 1_200_000}
+    assert StudySpec.from_dict(fits).total_tokens == 9_600_000
+    with pytest.raises(ConfigError) as info:
+        StudySpec.from_dict({**fits, "replicate_best": 3})
+    assert info.value.field == "tokens_per_trial" and "replicate_best" in str(info.value)
