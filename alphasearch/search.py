@@ -17,7 +17,9 @@ How trials are recorded (what a reader of the Optuna tables needs to know):
 - pruned: state PRUNED (Optuna's own). cancelled / interrupted: state FAIL, not counted towards the
   budget, so resuming the study runs that point again (interrupted points are re-queued first).
 - failed: a crash. Infrastructure failures (a worker died) are re-run up to `max_retries` times; Optuna's
-  heartbeat + RetryHeartbeatStaleTrialCallback re-queue trials whose driver died mid-flight.
+  heartbeat + RetryHeartbeatStaleTrialCallback re-queue trials whose driver died mid-flight. A RUNNING
+  trial that never got its first heartbeat (the driver died between `ask` and `record_heartbeat`) is
+  failed and re-queued the same way once it is older than GRACE_PERIOD_S (Optuna alone never would).
 - replicates (StudySpec.replicate_best): once a DyT lane's search budget is spent, its best completed trial
   (lowest mean val loss) is re-run, one Optuna trial per extra seed, with the same params and user attrs
   `replicate_of` (the best trial's number) and `replicate_seed`, until that point has `replicate_best`
@@ -27,14 +29,18 @@ Identical runs are served from the content-addressed ResultCache across studies.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
+import sqlalchemy
+from optuna.storages._rdb import models as rdb_models
 
 from alphasearch.cache import ResultCache, json_safe
 from alphasearch.executor import Executor, Failed, Finished, TrialRequest
@@ -277,12 +283,10 @@ class StudyRunner:
 
         Search first: `lane.budget` trials, each over `lane.seeds`. Then, for DyT lanes with replicate seeds,
         one replicate trial per seed of the best completed search trial (lowest mean val loss). With
-        `reap`, stale trials of a dead driver are failed and re-queued first.
+        `reap`, trials of a dead driver are failed and re-queued first (`_reap`).
         """
         states = optuna.trial.TrialState
-        if reap:
-            optuna.storages.fail_stale_trials(lane.study)
-        trials = lane.study.get_trials(deepcopy=False)
+        trials = self._reap(lane) if reap else lane.study.get_trials(deepcopy=False)
         search = [t for t in trials if REPLICATE_OF not in t.user_attrs]
         s_done = sum(1 for t in search if _counts_done(t))
         running = sum(1 for t in trials if t.state == states.RUNNING)
@@ -308,6 +312,43 @@ class StudyRunner:
         elif missing:
             state.work, state.best, state.seed = "replicate", best, missing[0]
         return state
+
+    def _reap(self, lane: Lane) -> list[optuna.trial.FrozenTrial]:
+        """The lane's trials, after failing + re-queueing those of a dead driver.
+
+        Optuna's `fail_stale_trials` only sees trials whose heartbeat went silent. A driver that died
+        between `study.ask()` and its first `record_heartbeat` leaves a RUNNING trial with no heartbeat at
+        all, which Optuna would keep RUNNING forever (and the lane would wait on it forever). Such a trial,
+        not one of ours and started more than GRACE_PERIOD_S ago, is failed and handed to the storage's
+        stale-trial callback (RetryHeartbeatStaleTrialCallback re-queues its params), like a stale one.
+        """
+        optuna.storages.fail_stale_trials(lane.study)
+        trials = lane.study.get_trials(deepcopy=False)
+        ours = {f.trial._trial_id for f in self._flights.values()}
+        cutoff = datetime.now() - timedelta(seconds=self.storage.grace_period or 2 * HEARTBEAT_INTERVAL_S)
+        old = [
+            t._trial_id
+            for t in trials
+            if t.state == optuna.trial.TrialState.RUNNING
+            and t._trial_id not in ours
+            and t.datetime_start is not None
+            and t.datetime_start < cutoff  # both from datetime.now() on a driver, as Optuna records it
+        ]
+        if not old:
+            return trials
+        storage = lane.study._storage  # the study's (cached) view of self.storage, as fail_stale_trials uses
+        failed = []
+        for trial_id in sorted(set(old) - _with_heartbeat(self.storage, old)):
+            try:
+                if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
+                    failed.append(trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another driver got there first
+        callback = storage.get_heartbeat_stale_trial_callback()
+        for trial_id in failed:
+            if callback is not None:
+                callback(lane.study, copy.deepcopy(storage.get_trial(trial_id)))
+        return lane.study.get_trials(deepcopy=False) if failed else trials
 
     def _all_done(self) -> bool:
         return all(self._state(lane).finished for lane in self.lanes)
@@ -505,6 +546,14 @@ def _best_point(search: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTr
         and "alpha_attn" in t.params
     ]
     return min(done, key=lambda t: (t.value, t.number)) if done else None
+
+
+def _with_heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int]) -> set[int]:
+    """Which of these trials have a heartbeat row (Optuna has no public query for it)."""
+    table = rdb_models.TrialHeartbeatModel
+    with storage.engine.connect() as conn:
+        rows = conn.execute(sqlalchemy.select(table.trial_id).where(table.trial_id.in_(trial_ids)))
+        return {int(r[0]) for r in rows}
 
 
 def _run_summary(result: TrainResult) -> dict[str, Any]:

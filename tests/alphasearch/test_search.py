@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import sqlite3
+import time
+from datetime import datetime, timedelta
 
 import optuna
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from alphasearch.cache import ResultCache
 from alphasearch.executor import InProcessExecutor
 from alphasearch.report import build_report
-from alphasearch.search import StudyRunner, optuna_study_name
+from alphasearch.search import StudyRunner, make_storage, optuna_study_name
 from alphasearch.spec import StudySpec
 
 COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
@@ -208,3 +211,50 @@ def test_nothing_is_replicated_when_the_points_already_have_enough_seeds(env):
     StudyRunner(spec, "enough", env["url"], InProcessExecutor()).run()
     trials = _trials(env["url"], "enough", 32)
     assert len(trials) == 2 and not [t for t in trials if "replicate_of" in t.user_attrs]
+
+
+def _backdate(url: str, trial_id: int, seconds: float) -> None:
+    """Move a trial's start into the past in the SQLite file, as if its driver had died back then."""
+    start = (datetime.now() - timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("UPDATE trials SET datetime_start = ? WHERE trial_id = ?", (start, trial_id)).rowcount == 1
+
+
+def test_a_trial_left_running_without_a_heartbeat_is_failed_and_rerun_on_resume(env):
+    """Issue 3: a driver that died between study.ask() and its first heartbeat left a RUNNING trial that
+    Optuna's fail_stale_trials never sees; the resumed study used to wait for it forever."""
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "trials_per_width": 2})
+    study = optuna.create_study(
+        study_name=optuna_study_name("hb", 32, 1), storage=make_storage(env["url"]), direction="minimize"
+    )
+    space = {
+        "alpha_attn": optuna.distributions.FloatDistribution(*spec.alpha_attn_range, log=True),
+        "alpha_ffn": optuna.distributions.FloatDistribution(*spec.alpha_ffn_range, log=True),
+    }
+    dead = study.ask(space)  # ... and the driver died here: no heartbeat, ever
+    alive = study.ask(space)  # another driver's trial: old, but it heartbeats
+    make_storage(env["url"]).record_heartbeat(alive._trial_id)
+    _backdate(env["url"], alive._trial_id, 120)
+
+    # Just asked: it may be a live driver between ask() and its first heartbeat, so it is left alone.
+    fresh = StudyRunner(spec, "hb", env["url"], InProcessExecutor())
+    fresh._state(fresh.lanes[0])  # what every pass of the driver's loop does first, per lane
+    assert [t.state for t in _trials(env["url"], "hb", 32)] == [RUNNING, RUNNING]
+
+    _backdate(env["url"], dead._trial_id, 120)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in _trials(env["url"], "hb", 32)] == [RUNNING, RUNNING]  # Optuna alone: stuck
+    runner = StudyRunner(spec, "hb", env["url"], InProcessExecutor())
+    runner._state(runner.lanes[0])
+    trials = _trials(env["url"], "hb", 32)
+    assert trials[dead.number].state == FAIL  # silent and old: reaped
+    assert trials[alive.number].state == RUNNING  # old but heartbeating: a live driver's, untouched
+    study.tell(alive, state=FAIL)  # (that driver stops, so this test need not wait out its grace period)
+
+    deadline = time.monotonic() + 120  # the bug made run() wait forever: give up (-> "cancelled") instead
+    status = StudyRunner(spec, "hb", env["url"], InProcessExecutor(), should_cancel=lambda: time.monotonic() > deadline).run()
+    assert status == "completed"
+    complete = [t for t in _trials(env["url"], "hb", 32) if t.state == COMPLETE]
+    assert len(complete) == 2
+    [retry] = [t for t in complete if t.system_attrs.get("failed_trial") == dead.number]
+    assert retry.params == dead.params  # re-queued by RetryHeartbeatStaleTrialCallback, like a stale trial
