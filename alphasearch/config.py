@@ -30,6 +30,16 @@ NORM_POSITIONS: tuple[str, ...] = ("pre", "post")
 #   "sqrt_width": the published DyT LLM rule, sqrt(width).
 #   "one":        1.0 (what RMSNorm/LayerNorm models use; frozen for them).
 EMBED_SCALES: tuple[str, ...] = ("unit_rms", "sqrt_width", "one")
+# How the weight matrices are initialised across widths (docs/science.md, "init scaling"):
+#   "width_matched": normal(0, 0.02 * sqrt(init_reference_width / width)). A linear layer then maps a unit-RMS
+#                    input to the same output RMS as the reference (target) model initialised with the usual
+#                    0.02, so every block's contribution to the residual stream starts at the target's
+#                    relative size. With a fixed 0.02 a width-64 proxy's blocks start 8x weaker than a width-4096
+#                    model's; its optimiser then grows them until the residual stream reaches RMS 15-50 and
+#                    every DyT past the first layer is >90% saturated (measured, docs/science.md).
+#   "fixed":         normal(0, 0.02) at every width (GPT-2/LLaMA convention; the pre-2026-12 default).
+INIT_SCALINGS: tuple[str, ...] = ("width_matched", "fixed")
+REFERENCE_INIT_STD = 0.02
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
@@ -85,7 +95,9 @@ class ModelConfig(_Serialisable):
     derf_shift: float = 0.0  # shift0 of Derf
     attention: str = "standard"  # standard | differential
     embed_scale: str = "unit_rms"  # see EMBED_SCALES above
-    init_std: float = 0.02  # normal(0, init_std) for every weight matrix
+    init_std: float | None = None  # normal(0, init_std) for every weight matrix; None: from init_scaling
+    init_scaling: str = "width_matched"  # see INIT_SCALINGS above; ignored when init_std is given
+    init_reference_width: int = 4096  # width_matched: the (target) width whose 0.02 init the proxy copies
 
     def __post_init__(self) -> None:
         _check_positive("width", self.width, integer=True)
@@ -93,6 +105,12 @@ class ModelConfig(_Serialisable):
         _check_positive("head_dim", self.head_dim, integer=True)
         _check_positive("vocab_size", self.vocab_size, integer=True)
         _check_positive("max_seq_len", self.max_seq_len, integer=True)
+        _check_choice("init_scaling", self.init_scaling, INIT_SCALINGS)
+        _check_positive("init_reference_width", self.init_reference_width, integer=True)
+        if self.init_std is None:
+            self.init_std = REFERENCE_INIT_STD * (
+                math.sqrt(self.init_reference_width / self.width) if self.init_scaling == "width_matched" else 1.0
+            )
         _check_positive("init_std", self.init_std)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
