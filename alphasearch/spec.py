@@ -143,6 +143,11 @@ class StudySpec:
     corpus: str | None = None  # None = the default Shakespeare corpus; else a text file or folder
     sampler_seed: int = 0
     max_total_tokens: int = 0
+    # Per-proxy-width training regime, {width: {"lr": ..., "warmup_steps": ...}}, overriding lr/warmup_steps
+    # there. With use_calibration the service and CLI fill it from stored calibrations (`alphasearch
+    # calibrate`, alphasearch/calibrate.py); regimes given here win over calibrated ones.
+    use_calibration: bool = False
+    regimes: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -225,7 +230,19 @@ class StudySpec:
         # Build one proxy config now so width/head/etc. errors surface at submission, not in a worker.
         for w in self.proxy_widths:
             self.model_config(w, self.proxy_depths[0], 1.0, 1.0)
-        self.train_config(seed=0)
+        self.regimes = _regimes(self.regimes, self.proxy_widths)
+        if not isinstance(self.use_calibration, bool):
+            raise ConfigError("use_calibration", f"got {self.use_calibration!r}; use true or false")
+        missing = [w for w in self.proxy_widths if w not in self.regimes]
+        if self.use_calibration and missing:
+            raise ConfigError(
+                "use_calibration",
+                f"no calibrated regime for proxy width(s) {missing}; run `alphasearch calibrate --widths "
+                f"{','.join(map(str, missing))}` first and submit through the service or CLI (they fill "
+                "`regimes` from it), give `regimes` yourself, or set use_calibration=false",
+            )
+        for w in self.proxy_widths:
+            self.train_config(seed=0, width=w)
 
     # -- derived ----------------------------------------------------------------------------------
     @property
@@ -264,13 +281,16 @@ class StudySpec:
             embed_scale=self.embed_scale if (norm or self.norm) in SEARCH_NORMS else "one",
         )
 
-    def train_config(self, *, seed: int) -> TrainConfig:
+    def train_config(self, *, seed: int, width: int | None = None) -> TrainConfig:
+        """The training run of a proxy at `width` (its `regimes` entry, if any, sets lr and warmup)."""
+        regime = self.regimes.get(width, {}) if width is not None else {}
+        lr, warmup = regime.get("lr", self.lr), regime.get("warmup_steps", self.warmup_steps)
         return TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
             seq_len=self.seq_len,
-            lr=self.lr,
-            warmup_steps=min(self.warmup_steps, max(0, self.steps - 1)),
+            lr=lr,
+            warmup_steps=min(warmup, max(0, self.steps - 1)),
             eval_interval=min(self.eval_interval, self.steps),
             detect_stalls=bool(self.detect_stalls),
             seed=seed,
@@ -286,6 +306,9 @@ class StudySpec:
         """Stable id of what this spec computes (the name is a label and does not count)."""
         data = self.to_dict()
         data.pop("name", None)
+        for key in ("use_calibration", "regimes"):  # at their defaults they change nothing: ids stay stable
+            if not data.get(key):
+                data.pop(key, None)
         if not data.get("replicate_best"):  # 0 replicates computes what specs without the field did
             data.pop("replicate_best", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -353,3 +376,31 @@ def _range(name: str, value: Any) -> tuple[float, float]:
     if lo >= hi:
         raise ConfigError(name, f"got [{lo}, {hi}]: empty or inverted; use [low, high] with low < high")
     return (lo, hi)
+
+
+def _regimes(value: Any, widths: list[int]) -> dict[int, dict[str, Any]]:
+    """`regimes` checked and normalised: int width keys (JSON gives strings), only lr / warmup_steps."""
+    fix = 'use {width: {"lr": 0.002, "warmup_steps": 20}} for widths among proxy_widths'
+    if not isinstance(value, dict):
+        raise ConfigError("regimes", f"got {value!r}; {fix}")
+    out: dict[int, dict[str, Any]] = {}
+    for key, regime in value.items():
+        try:
+            width = int(key)
+        except (TypeError, ValueError):
+            raise ConfigError("regimes", f"key {key!r} is not a width; {fix}") from None
+        if isinstance(key, (bool, float)) or width not in widths:
+            raise ConfigError("regimes", f"width {key!r} is not one of proxy_widths {widths}; {fix}")
+        if not isinstance(regime, dict) or not regime or set(regime) - {"lr", "warmup_steps"}:
+            raise ConfigError("regimes", f"regimes[{width}] = {regime!r}; {fix} (lr and/or warmup_steps only)")
+        lr, warmup = regime.get("lr"), regime.get("warmup_steps")
+        if lr is None and warmup is None:
+            raise ConfigError("regimes", f"regimes[{width}] sets nothing; {fix}")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and 0 < lr <= 1)):
+            raise ConfigError("regimes", f"regimes[{width}].lr = {lr!r}; use a learning rate in (0, 1]")
+        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float))
+                                   or not 0 <= warmup <= 10**9 or warmup != int(warmup)):  # fmt: skip
+            raise ConfigError("regimes", f"regimes[{width}].warmup_steps = {warmup!r}; use an integer >= 0")
+        out[width] = {k: v for k, v in (("lr", None if lr is None else float(lr)),
+                                        ("warmup_steps", None if warmup is None else int(warmup))) if v is not None}  # fmt: skip
+    return dict(sorted(out.items()))

@@ -58,15 +58,14 @@ def study_run(
 
     Re-running the same command resumes the study instead of starting over.
     """
-    from alphasearch.spec import StudySpec
-    from service.local import run_study_locally
+    from service.local import resolve_study_spec, run_study_locally
 
     try:
         fields = {"preset": preset, "target_width": target_width, "target_depth": target_depth}
         fields.update(_parse_overrides(set_))
         if corpus is not None:
             fields["corpus"] = corpus
-        spec = StudySpec.from_dict(fields)
+        spec = resolve_study_spec(fields, database_url=database)  # use_calibration: regimes from the database
         report = run_study_locally(spec, database_url=database, executor=executor, console=console)
         written = report.write(out)
     except AlphaSearchError as exc:
@@ -80,6 +79,61 @@ def study_run(
 
         print_recommendation(Console(), rec)
     console.print(f"wrote {len(written)} files to {out}/ (result.json, heatmaps, width fit)")
+
+
+@app.command()
+def calibrate(
+    widths: Annotated[str, typer.Option(help="Proxy widths to calibrate, comma-separated: 64,128,256.")],
+    depth: Annotated[int | None, typer.Option(help="Proxy depth (default: the preset's first proxy depth).")] = None,
+    preset: Annotated[str, typer.Option(help="Study preset whose training regime (steps, batch, seq_len, warmup) "
+                                             "is calibrated: smoke | quick | standard | paper-like")] = "quick",
+    lrs: Annotated[str | None, typer.Option(help="Learning-rate ladder, comma-separated (default 1e-3,2e-3,4e-3,8e-3).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds for the seed-noise point (>= 3; default 3).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the calibrations as JSON.")] = False,
+    corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: Shakespeare).")] = None,
+    executor: Annotated[str, typer.Option(help="ray (parallel, default) | inprocess (one at a time)")] = "ray",
+    database: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="Override any calibration setting: --set steps=300, "
+                                                          "--set alpha=[0.5,0.5], --set grid=3")] = [],  # noqa: B006
+) -> None:  # fmt: skip
+    """Per proxy width: the lr at which RMSNorm trains best without diverging, DyT's seed noise and alpha
+    effect there (SNR), the gap to RMSNorm and the stall rate. Stored in the database, so studies with
+    `use_calibration=true` at these widths take their lr from it.
+    """
+    from alphasearch.calibrate import CalibrationSettings, parse_widths
+    from service.local import run_calibration_locally
+
+    try:
+        fields: dict[str, Any] = {"preset": preset, **_parse_overrides(set_)}
+        for key, value in (("depth", depth), ("seeds", seeds), ("corpus", corpus)):
+            if value is not None:
+                fields[key] = value
+        if lrs is not None:
+            fields["lrs"] = _parse_floats("lrs", lrs)
+        settings = CalibrationSettings.from_dict(fields)
+        width_list = parse_widths(widths)
+        rows = run_calibration_locally(width_list, settings, database_url=database, executor=executor, console=console)
+    except AlphaSearchError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({"calibrations": rows}, indent=2) + "\n")
+    else:
+        from service.render import print_calibrations
+
+        print_calibrations(Console(), rows)
+        console.print(f"stored {len(rows)} calibration(s); a study takes their lr with --set use_calibration=true")
+    if any(r.get("error") for r in rows):
+        raise typer.Exit(1)
+
+
+def _parse_floats(name: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        from alphasearch.errors import ConfigError
+
+        raise ConfigError(name, f"got {text!r}; give numbers separated by commas, e.g. 1e-3,2e-3,4e-3") from None
 
 
 @bench_app.command("train")

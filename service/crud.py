@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from alphasearch.errors import StateError
 from alphasearch.spec import StudySpec
-from service.models import Batch, Figure, Study, StudyResult, utcnow
+from service.models import Batch, Calibration, Figure, Study, StudyResult, utcnow
 
 
 def new_id() -> str:
@@ -259,3 +259,142 @@ def store_result(
     session.flush()
     session.add(StudyResult(study_id=study_id, recommendation=recommendation, report=report, optima=optima))
     session.add_all(Figure(study_id=study_id, key=key, png=png) for key, png in figures.items())
+
+
+# -- calibrations ------------------------------------------------------------------------------------
+
+
+def new_calibration(
+    *, width: int, settings: dict[str, Any], corpus_fingerprint: str, code_version: str, status: str = "queued"
+) -> Calibration:
+    """A calibration row for one width; `settings` is CalibrationSettings.to_dict() (preset resolved)."""
+    return Calibration(
+        id=new_id(), status=status, width=width, depth=settings["depth"], norm=settings["norm"],
+        attention=settings["attention"], embed_scale=settings["embed_scale"], corpus=settings.get("corpus"),
+        corpus_fingerprint=corpus_fingerprint, code_version=code_version, steps=settings["steps"],
+        batch_size=settings["batch_size"], seq_len=settings["seq_len"], settings=settings,
+    )  # fmt: skip
+
+
+def create_calibrations(
+    session: Session, *, widths: list[int], settings: dict[str, Any], corpus_fingerprint: str, code_version: str
+) -> list[Calibration]:
+    """Queue one calibration per width (the scheduler runs them)."""
+    rows = [new_calibration(width=w, settings=settings, corpus_fingerprint=corpus_fingerprint,
+                            code_version=code_version) for w in widths]  # fmt: skip
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def store_calibration(session: Session, *, result: dict[str, Any], error: str | None = None) -> Calibration:
+    """A calibration that already ran (`alphasearch calibrate`): stored finished, completed or failed."""
+    now = utcnow()
+    row = new_calibration(width=result["width"], settings=result["settings"],
+                          corpus_fingerprint=result["corpus_fingerprint"], code_version=result["code_version"],
+                          status="failed" if error else "completed")  # fmt: skip
+    row.result, row.error, row.started_at, row.finished_at = result, error, now, now
+    runs = sum(len(result.get(key) or []) for key in ("ladder", "seed_runs", "grid_runs"))
+    row.progress = {"phase": "done", "done": runs, "total": runs, "message": error or "calibrated"}
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_calibration(session: Session, *, calibration_id: str) -> Calibration | None:
+    return session.get(Calibration, calibration_id)
+
+
+def list_calibrations(
+    session: Session, *, width: int | None = None, depth: int | None = None, norm: str | None = None,
+    status: str | None = None, limit: int = 100, offset: int = 0,
+) -> tuple[list[Calibration], int]:  # fmt: skip
+    query = select(Calibration)
+    for column, value in ((Calibration.width, width), (Calibration.depth, depth), (Calibration.norm, norm),
+                          (Calibration.status, status)):  # fmt: skip
+        if value is not None:
+            query = query.where(column == value)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Calibration.created_at.desc(), Calibration.id).limit(limit).offset(offset))
+    return list(rows.all()), count
+
+
+def find_calibration(session: Session, *, key: dict[str, Any]) -> Calibration | None:
+    """The newest completed calibration matching every column of `key` (alphasearch.calibrate.calibration_key)."""
+    query = select(Calibration).where(Calibration.status == "completed")
+    for name, value in key.items():
+        query = query.where(getattr(Calibration, name) == value)
+    return session.scalars(query.order_by(Calibration.finished_at.desc(), Calibration.id).limit(1)).first()
+
+
+def claimable_calibrations(session: Session, *, now: datetime, limit: int = 10) -> list[str]:
+    """Calibrations a scheduler may take: running ones whose lease lapsed (their runs are cached), then queued."""
+    lapsed = session.scalars(
+        select(Calibration.id)
+        .where(Calibration.status == "running",
+               (Calibration.lease_expires_at.is_(None)) | (Calibration.lease_expires_at < now))  # fmt: skip
+        .order_by(Calibration.started_at)
+        .limit(limit)
+    ).all()
+    queued = session.scalars(
+        select(Calibration.id).where(Calibration.status == "queued").order_by(Calibration.created_at, Calibration.id)
+        .limit(limit)
+    ).all()  # fmt: skip
+    return [*lapsed, *queued]
+
+
+def claim_calibration(session: Session, *, calibration_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    """One guarded UPDATE, as `claim` for studies: two schedulers never both win."""
+    lease = now + timedelta(seconds=lease_s)
+    took = session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id, Calibration.status == "queued")
+        .values(status="running", lease_owner=owner, lease_expires_at=lease, started_at=now)
+    )
+    if took.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    took = session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id, Calibration.status == "running",
+               (Calibration.lease_expires_at.is_(None)) | (Calibration.lease_expires_at < now))  # fmt: skip
+        .values(lease_owner=owner, lease_expires_at=lease)
+    )
+    return took.rowcount == 1  # type: ignore[attr-defined]
+
+
+def renew_calibration_lease(session: Session, *, calibration_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    result = session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id, Calibration.lease_owner == owner, Calibration.status == "running")
+        .values(lease_expires_at=now + timedelta(seconds=lease_s))
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def release_calibration_lease(session: Session, *, calibration_id: str, owner: str) -> None:
+    session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id, Calibration.lease_owner == owner)
+        .values(lease_expires_at=None)
+    )
+
+
+def record_calibration_progress(session: Session, *, calibration_id: str, owner: str, progress: dict[str, Any]) -> None:
+    session.execute(
+        update(Calibration)
+        .where(Calibration.id == calibration_id, Calibration.lease_owner == owner)
+        .values(progress=progress)
+    )
+
+
+def finish_calibration(
+    session: Session, *, calibration_id: str, owner: str, result: dict[str, Any] | None, error: str | None
+) -> None:
+    """completed with its result, or failed with the error (and whatever it measured)."""
+    values: dict[str, Any] = {"status": "failed" if error else "completed", "result": result, "error": error,
+                              "finished_at": utcnow(), "lease_expires_at": None}  # fmt: skip
+    if result is not None:  # what the run actually used (the code may have changed since it was queued)
+        values.update(corpus_fingerprint=result["corpus_fingerprint"], code_version=result["code_version"])
+    session.execute(
+        update(Calibration).where(Calibration.id == calibration_id, Calibration.lease_owner == owner).values(**values)
+    )

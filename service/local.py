@@ -6,6 +6,8 @@ studies instead of starting over.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 
 from alphasearch.cache import ResultCache
@@ -43,3 +45,56 @@ def run_study_locally(
     with make_executor(executor) as ex, StudyProgress(console) as bars:
         StudyRunner(spec, study_id, url, ex, cache=cache, on_progress=bars.update).run()
     return build_report(spec, study_id, url)
+
+
+def _sessions(database_url: str | None):  # type: ignore[no-untyped-def]
+    """Sessions on the local database, migrated (the app tables hold the calibrations)."""
+    from service.db import make_engine, make_sessionmaker, migrate
+
+    engine = make_engine(database_url or default_database_url())
+    migrate(engine)
+    return engine, make_sessionmaker(engine)
+
+
+def resolve_study_spec(fields: dict[str, Any], *, database_url: str | None) -> StudySpec:
+    """StudySpec from CLI fields; with `use_calibration`, `regimes` filled from the database's calibrations."""
+    if not fields.get("use_calibration"):
+        return StudySpec.from_dict(fields)
+    from service.calibrations import resolve_spec
+
+    engine, sessions = _sessions(database_url)
+    try:
+        with sessions() as session:
+            return resolve_spec(fields, session)
+    finally:
+        engine.dispose()
+
+
+def run_calibration_locally(
+    widths: list[int], settings: Any, *, database_url: str | None, executor: str, console: Console
+) -> list[dict[str, Any]]:
+    """Calibrate `widths` here (progress bars on `console`) and store one row per width; rows as JSON dicts
+    (WidthCalibration.to_dict() plus the stored `id`)."""
+    from alphasearch.calibrate import calibrate
+    from service import crud
+    from service.db import transaction
+    from service.render import CalibrationBars
+
+    engine, sessions = _sessions(database_url)  # before training: a broken database fails fast
+    try:
+        console.print(
+            f"calibrating widths {widths} at depth {settings.depth}: {settings.runs_per_width} runs of "
+            f"{settings.steps} steps each per width; database {database_url or default_database_url()}"
+        )
+        cache = ResultCache(default_data_dir() / "cache")
+        with make_executor(executor) as ex, CalibrationBars(console) as bars:
+            results = calibrate(widths, settings, executor=ex, cache=cache, on_progress=bars.update)
+        rows = []
+        with transaction(sessions) as session:
+            for result in results:
+                data = result.to_dict()
+                row = crud.store_calibration(session, result=data, error=result.error)
+                rows.append({"id": row.id, **data})
+        return rows
+    finally:
+        engine.dispose()

@@ -157,3 +157,50 @@ class Figure(Base):
     study_id: Mapped[str] = mapped_column(ForeignKey("app_studies.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     png: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+CALIBRATION_STATUSES = ("queued", "running", "completed", "failed")
+
+
+class Calibration(Base):
+    """One proxy width's calibration (alphasearch/calibrate.py): its training regime, seed noise, alpha effect.
+
+    The key a study's `use_calibration` looks up is (width, depth, norm, attention, embed_scale,
+    corpus_fingerprint, code_version) plus the run length it was measured at (steps, batch_size, seq_len);
+    the newest completed row wins. `result` is `WidthCalibration.to_dict()`. Queued rows are run by the
+    scheduler (same claim + lease protocol as studies); `alphasearch calibrate` stores finished rows directly.
+    """
+
+    __tablename__ = "app_calibrations"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in CALIBRATION_STATUSES)})", name="status"),
+        Index("ix_app_calibrations_key", "width", "depth", "norm", "attention", "embed_scale", "corpus_fingerprint",
+              "code_version"),  # fmt: skip
+        Index("ix_app_calibrations_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    width: Mapped[int]
+    depth: Mapped[int]
+    norm: Mapped[str] = mapped_column(String(32))
+    attention: Mapped[str] = mapped_column(String(32))
+    embed_scale: Mapped[str] = mapped_column(String(32))
+    corpus: Mapped[str | None] = mapped_column(Text)  # the path as given; None = the default corpus
+    corpus_fingerprint: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(32))
+    steps: Mapped[int]
+    batch_size: Mapped[int]
+    seq_len: Mapped[int]
+    settings: Mapped[dict[str, Any]]  # CalibrationSettings.to_dict(): every field, preset resolved
+    result: Mapped[dict[str, Any] | None]  # WidthCalibration.to_dict() once it ran
+    error: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[dict[str, Any] | None]  # phase, done, total (runs), message
+
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

@@ -117,3 +117,71 @@ def print_study(console: Console, study: dict[str, Any]) -> None:
         console.print(table)
     if study.get("error"):
         console.print(f"[red]error:[/] {study['error']}")
+
+
+class CalibrationBars:
+    """A rich progress bar per calibrated width: runs done / total, the phase it is in, its last outcome."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description:>10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[phase]:<11} {task.fields[message]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> CalibrationBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, event: Any) -> None:
+        """Takes alphasearch.calibrate.CalibrationProgress."""
+        if event.width not in self.tasks:
+            self.tasks[event.width] = self.progress.add_task(f"width {event.width}", total=event.total,
+                                                             phase=event.phase, message=event.message)  # fmt: skip
+        self.progress.update(self.tasks[event.width], completed=event.done, total=event.total, phase=event.phase,
+                             message=event.message[:48])  # fmt: skip
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def print_calibrations(console: Console, rows: list[dict[str, Any]]) -> None:
+    """One row per width (WidthCalibration.to_dict() plus its stored `id`), then each width's details."""
+    table = Table(title="calibration per proxy width")
+    for column in ("width", "lr", "warmup", "RMSNorm", "seed std", "α effect", "SNR", "gap", "stalled"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        regime, snr = r.get("regime") or {}, r.get("snr")
+        table.add_row(
+            str(r["width"]), _num(regime.get("lr"), "g"), _num(regime.get("warmup_steps"), "d"),
+            _num(r.get("baseline_loss"), ".4f"), _num(r.get("seed_std"), ".4f"), _num(r.get("alpha_effect"), ".4f"),
+            _num(snr, ".1f") if snr is None or snr >= 3 else f"[yellow]{snr:.1f}[/]",
+            "-" if r.get("gap") is None else f"{100 * r['gap']:+.1f}%",
+            f"{r.get('stalled', 0)}/{len(r.get('grid_runs') or [])}",
+        )  # fmt: skip
+    console.print(table)
+    console.print("RMSNorm: its final val loss at the chosen lr; α effect: loss range over the alpha grid; "
+                  "SNR = α effect / seed std; gap: best DyT point vs RMSNorm")  # fmt: skip
+    if rows:
+        s = rows[0]["settings"]
+        console.print(f"regime: {s['steps']} steps of {s['batch_size']} x {s['seq_len']} bytes, depth {s['depth']}, "
+                      f"lr ladder {s['lrs']}; seed noise: {s['seeds']} seeds at alpha {tuple(s['alpha'])}; "
+                      f"alpha grid {s['grid']}x{s['grid']} over {tuple(s['alpha_attn_range'])} x {tuple(s['alpha_ffn_range'])}")  # fmt: skip
+    for r in rows:
+        best = r.get("best")
+        point = f"best DyT point ({best['alpha_attn']:.3g}, {best['alpha_ffn']:.3g}) → {best['loss']:.4f}" if best else "no DyT point completed"
+        console.print(f"width {r['width']}: {point}; id {r.get('id') or '-'}")
+        if r.get("error"):
+            console.print(f"[red]error:[/] width {r['width']}: {r['error']}")
+        for warning in r.get("warnings") or []:
+            if warning != r.get("error"):
+                console.print(f"[yellow]warning:[/] width {r['width']}: {warning}")

@@ -15,6 +15,11 @@ for a separate deployment; any number of schedulers may share one database.
   resumes it at once.
 - When a study completes, the scheduler (never a request handler) runs the analysis and renders the PNGs,
   and stores both with the study.
+- Calibrations (POST /calibrations, one row per proxy width) go through the same claim + lease protocol and
+  the same executor; a queued calibration is taken before a queued study (a calibration is short, and the
+  studies a user submits next with `use_calibration` need it). A stopped or dead scheduler's calibration is
+  run again from the start by the next one; its finished runs come from the ResultCache, so nothing trains
+  twice.
 """
 
 from __future__ import annotations
@@ -138,6 +143,7 @@ class Scheduler:
             os.environ["RAY_ADDRESS"] = settings.ray_address  # workers.cluster.connect reads the environment
         self.stopping = threading.Event()
         self._held: set[str] = set()
+        self._held_calibrations: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -187,6 +193,15 @@ class Scheduler:
                         log.warning("lost the lease on study %s (finished, or taken over after a stall)", study_id)
                 except Exception:
                     log.exception("could not renew the lease on study %s", study_id)
+            with self._lock:
+                held_calibrations = list(self._held_calibrations)
+            for calibration_id in held_calibrations:
+                try:
+                    with transaction(self.sessions) as s:
+                        crud.renew_calibration_lease(s, calibration_id=calibration_id, owner=self.owner, now=utcnow(),
+                                                     lease_s=self.settings.scheduler_lease_s)  # fmt: skip
+                except Exception:
+                    log.exception("could not renew the lease on calibration %s", calibration_id)
 
     # -- one study ------------------------------------------------------------------------------------
     def claim_next(self) -> str | None:
@@ -204,7 +219,16 @@ class Scheduler:
         return None
 
     def run_next(self) -> str | None:
-        """Claim one study and run it to its end; return its id, or None when there was nothing to do."""
+        """Claim one calibration or study and run it to its end; return its id, or None when there was nothing
+        to do."""
+        calibration_id = self.claim_next_calibration()
+        if calibration_id is not None:
+            try:
+                self._run_calibration(calibration_id)
+            finally:
+                with self._lock:
+                    self._held_calibrations.discard(calibration_id)
+            return calibration_id
         study_id = self.claim_next()
         if study_id is None:
             return None
@@ -256,6 +280,70 @@ class Scheduler:
                 study.trials_done = study.trials_total
         self.on_change(study_id)
         self._finish(study_id, "completed")
+
+    # -- one calibration --------------------------------------------------------------------------------
+    def claim_next_calibration(self) -> str | None:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            candidates = crud.claimable_calibrations(s, now=now)
+        for calibration_id in candidates:
+            with transaction(self.sessions) as s:
+                claimed = crud.claim_calibration(s, calibration_id=calibration_id, owner=self.owner, now=now,
+                                                 lease_s=self.settings.scheduler_lease_s)  # fmt: skip
+            if claimed:
+                with self._lock:
+                    self._held_calibrations.add(calibration_id)
+                return calibration_id
+        return None
+
+    def _run_calibration(self, calibration_id: str) -> None:
+        from alphasearch.calibrate import (
+            CalibrationInterrupted,
+            CalibrationProgress,
+            CalibrationSettings,
+            calibrate,
+        )
+
+        with transaction(self.sessions) as s:
+            row = crud.get_calibration(s, calibration_id=calibration_id)
+            assert row is not None
+            settings_data, width = row.settings, row.width
+        log.info("calibrating width %d (%s)", width, calibration_id)
+        last_write = 0.0
+
+        def on_progress(event: CalibrationProgress) -> None:
+            nonlocal last_write
+            now = time.monotonic()
+            if event.phase != "done" and event.done and now - last_write < PROGRESS_WRITE_S / 2:
+                return
+            last_write = now
+            with transaction(self.sessions) as s:
+                crud.record_calibration_progress(
+                    s, calibration_id=calibration_id, owner=self.owner,
+                    progress={"phase": event.phase, "done": event.done, "total": event.total, "message": event.message},
+                )  # fmt: skip
+
+        try:
+            settings = CalibrationSettings.from_dict(settings_data)
+            cache = ResultCache(self.settings.resolved_data_dir / "cache")
+            with self.executor_factory(self.settings.executor) as executor:
+                [result] = calibrate([width], settings, executor=executor, cache=cache, on_progress=on_progress,
+                                     should_stop=self.stopping.is_set)  # fmt: skip
+        except CalibrationInterrupted:
+            log.info("scheduler stopping: calibration %s left running; it runs again on the next start", calibration_id)
+            with transaction(self.sessions) as s:
+                crud.release_calibration_lease(s, calibration_id=calibration_id, owner=self.owner)
+            return
+        except Exception as exc:
+            log.exception("calibration %s failed", calibration_id)
+            with transaction(self.sessions) as s:
+                crud.finish_calibration(s, calibration_id=calibration_id, owner=self.owner, result=None,
+                                        error=_short_error(exc))  # fmt: skip
+            return
+        with transaction(self.sessions) as s:
+            crud.finish_calibration(s, calibration_id=calibration_id, owner=self.owner, result=result.to_dict(),
+                                    error=result.error)  # fmt: skip
+        log.info("calibration %s %s", calibration_id, "failed" if result.error else "completed")
 
     def _finish(self, study_id: str, status: str, error: str | None = None) -> None:
         with transaction(self.sessions) as s:

@@ -34,11 +34,19 @@ def config_error_from_pydantic(exc: ValidationError) -> ConfigError:
     return ConfigError(field, message)
 
 
-def spec_from_fields(fields: dict[str, Any]) -> StudySpec:
-    """Fields already type-checked by StudyCreate -> a StudySpec, or ConfigError."""
+def spec_from_fields(fields: dict[str, Any], session: Any = None) -> StudySpec:
+    """Fields already type-checked by StudyCreate -> a StudySpec, or ConfigError.
+
+    With `use_calibration` and a database `session`, `regimes` is filled from the stored calibrations.
+    """
     fields = {k: v for k, v in fields.items() if v is not None}  # null = "take the preset's value"
     try:
-        spec = StudySpec.from_dict(fields)
+        if fields.get("use_calibration") and session is not None:
+            from service.calibrations import resolve_spec
+
+            spec = resolve_spec(fields, session)
+        else:
+            spec = StudySpec.from_dict(fields)
     except ConfigError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:  # a value the library did not anticipate
@@ -47,7 +55,7 @@ def spec_from_fields(fields: dict[str, Any]) -> StudySpec:
     return spec
 
 
-def spec_from_data(data: Any) -> StudySpec:
+def spec_from_data(data: Any, session: Any = None) -> StudySpec:
     """Any JSON value (one batch entry) -> a StudySpec, or ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("spec", f"expected an object of StudySpec fields, got {type(data).__name__}")
@@ -55,7 +63,7 @@ def spec_from_data(data: Any) -> StudySpec:
         model = StudyCreate.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_pydantic(exc) from None
-    return spec_from_fields(model.model_dump(exclude_unset=True))
+    return spec_from_fields(model.model_dump(exclude_unset=True), session)
 
 
 def _service_checks(spec: StudySpec, given: dict[str, Any]) -> None:
@@ -96,7 +104,7 @@ def parse_batch_text(text: str) -> Any:
     return parse_document(text)
 
 
-def validate_batch(entries: list[Any], *, limit: int) -> tuple[list[StudySpec], list[dict[str, Any]]]:
+def validate_batch(entries: list[Any], *, limit: int, session: Any = None) -> tuple[list[StudySpec], list[dict[str, Any]]]:
     """(specs, errors): errors holds one {index, field, message} per bad entry; specs is empty if any."""
     from service.api.errors import field_error
 
@@ -107,7 +115,7 @@ def validate_batch(entries: list[Any], *, limit: int) -> tuple[list[StudySpec], 
     specs, errors = [], []
     for index, entry in enumerate(entries):
         try:
-            specs.append(spec_from_data(entry))
+            specs.append(spec_from_data(entry, session))
         except ConfigError as exc:
             errors.append(field_error(exc.field, exc.message, index=index, kind="config_error"))
     return ([] if errors else specs), errors

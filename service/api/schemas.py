@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from alphasearch.calibrate import CalibrationSettings
 from alphasearch.config import ATTENTIONS, EMBED_SCALES
 from alphasearch.spec import PRESETS, PRUNERS, SAMPLERS, SEARCH_NORMS, StudySpec
 
@@ -210,3 +211,81 @@ class Health(BaseModel):
     status: Literal["ok"]
     database: str
     scheduler: str
+
+
+# -- calibrations -------------------------------------------------------------------------------------
+
+CALIBRATION_EXAMPLE = {"widths": [64, 128, 256], "preset": "quick"}
+CalibrationStatus = Literal["queued", "running", "completed", "failed"]
+
+
+def _calibration_create_model() -> type[BaseModel]:
+    """`widths` plus every CalibrationSettings field by name (generated, so the API never lags the library)."""
+    hints = typing.get_type_hints(CalibrationSettings)
+    fields: dict[str, Any] = {
+        "widths": (list[int], Field(..., min_length=1, max_length=16,
+                                    description="proxy widths to calibrate, one calibration each")),
+    }  # fmt: skip
+    for f in dataclasses.fields(CalibrationSettings):
+        annotation = hints[f.name]
+        if f.name in CHOICES:
+            fields[f.name] = (Literal[CHOICES[f.name]] | None, None)  # type: ignore[valid-type]
+        elif annotation is str or annotation == (str | None):
+            fields[f.name] = (str | None, Field(None, max_length=MAX_TEXT))
+        elif f.name in ("lrs", "alpha", "alpha_attn_range", "alpha_ffn_range"):
+            fields[f.name] = (list[float] | None, Field(None, max_length=16))
+        else:
+            fields[f.name] = (annotation | None, None)  # None: the default / the preset's value
+    return create_model(
+        "CalibrationCreate",
+        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [CALIBRATION_EXAMPLE]}),
+        __doc__="Widths to calibrate and, optionally, any calibration setting (alphasearch/calibrate.py).",
+        **fields,
+    )
+
+
+CalibrationCreate = _calibration_create_model()
+
+
+class CalibrationProgress(BaseModel):
+    phase: str | None = Field(None, description="lr ladder | seed noise | alpha grid | done")
+    done: int = Field(0, description="runs finished")
+    total: int = Field(0, description="runs this calibration takes")
+    message: str = ""
+
+
+class CalibrationPublic(BaseModel):
+    """One width's calibration; `result` is alphasearch.calibrate.WidthCalibration.to_dict() once it ran."""
+
+    id: str
+    status: CalibrationStatus
+    width: int
+    depth: int
+    norm: str
+    attention: str
+    embed_scale: str
+    corpus: str | None
+    corpus_fingerprint: str
+    code_version: str
+    steps: int
+    batch_size: int
+    seq_len: int
+    settings: dict[str, Any]
+    progress: CalibrationProgress
+    regime: dict[str, Any] | None = Field(None, description="the chosen regime: lr, warmup_steps, steps, batch_size, seq_len")
+    snr: float | None = Field(None, description="alpha effect / seed std")
+    gap: float | None = Field(None, description="(best DyT loss - RMSNorm loss) / RMSNorm loss")
+    stall_rate: float | None = Field(None, description="stalled grid points / grid points")
+    warnings: list[str] = []
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class CalibrationsPublic(BaseModel):
+    data: list[CalibrationPublic]
+    count: int

@@ -105,7 +105,7 @@ def _create(request: Request, entries: list[Any], name: str | None, digest: str,
             existing = crud.get_batch_by_idempotency_key(session, key=key)
             if existing is not None:
                 return _replay(existing, digest)
-        specs, errors = validate_batch(entries, limit=limit)
+        specs, errors = validate_batch(entries, limit=limit, session=session)
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
         try:

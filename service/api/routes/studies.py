@@ -94,7 +94,7 @@ def create_study(body: StudyCreate, session: SessionDep, idempotency_key: Idempo
         existing = crud.get_study_by_idempotency_key(session, key=idempotency_key)
         if existing is not None:
             return _replay(existing, digest, study_public(existing))
-    spec: StudySpec = spec_from_fields(fields)
+    spec: StudySpec = spec_from_fields(fields, session)  # use_calibration: regimes from stored calibrations
     try:
         study = crud.create_study(session, spec=spec, idempotency_key=idempotency_key, request_hash=digest)
         session.commit()
