@@ -51,6 +51,7 @@ CALIBRATION_DEFAULTS: dict[str, Any] = {
     "seeds": 3,  # seed-noise replicates (>= 3: a std from 2 runs is mostly noise itself)
     "alpha": [0.5, 0.5],  # (alpha_attn, alpha_ffn) of the seed-noise point: the DyT paper's default
     "grid": 3,  # k: the alpha effect is measured on a k x k log grid over the search box
+    "target_width": 4096,  # the model the studies will extrapolate to (the proxies are built as a study's are)
 }
 _SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(StudySpec)}
 SNR_GOOD = 3.0  # alpha effect / seed std above this: a search can tell points apart
@@ -72,6 +73,9 @@ class CalibrationSettings:
     """How to calibrate. Unset fields (0, -1, None, []) take `CALIBRATION_DEFAULTS`, then the preset's."""
 
     preset: str = ""
+    target_width: int = (
+        0  # width of the model you will train: proxies are built as a study for it builds them
+    )
     depth: int = 0  # 0: the preset's first proxy depth
     norm: str = "dyt"  # the alpha family measured in steps 2-3 (dyt | derf); step 1 is always RMSNorm
     attention: str = "standard"
@@ -119,6 +123,7 @@ class CalibrationSettings:
         self._validate()
 
     def _validate(self) -> None:
+        _int("target_width", self.target_width, 16, 1_000_000)
         _int("depth", self.depth, 1, 256)
         _choice("norm", self.norm, SEARCH_NORMS)
         _choice("attention", self.attention, ATTENTIONS)
@@ -181,6 +186,12 @@ class CalibrationSettings:
     def check_width(self, width: Any) -> None:
         """ConfigError naming `widths` unless `width` can be a proxy width under these settings."""
         _int("widths", width, 8, 65_536)
+        if width >= self.target_width:
+            raise ConfigError(
+                "widths",
+                f"proxy width {width} is not smaller than target_width {self.target_width}; calibrate "
+                "proxy widths (narrower than the model you will train) or raise target_width",
+            )
         if width % self.head_dim:
             raise ConfigError(
                 "widths",
@@ -202,7 +213,7 @@ class CalibrationSettings:
         study makes however those grow; lr and warmup go in through `regimes`, as a calibrated study's do.
         """
         return StudySpec.from_dict({
-            "preset": self.preset, "target_width": 2 * width, "target_depth": self.depth, "proxy_widths": [width],
+            "preset": self.preset, "target_width": self.target_width, "target_depth": self.depth, "proxy_widths": [width],
             "proxy_depths": [self.depth],
             "norm": self.norm, "attention": self.attention, "embed_scale": self.embed_scale,
             "head_dim": self.head_dim, "corpus": self.corpus, "batch_size": self.batch_size, "seq_len": self.seq_len,
@@ -700,7 +711,7 @@ def calibrate_command(spec: StudySpec, widths: list[int]) -> str:
     for name in ("steps", "batch_size", "seq_len"):
         if getattr(spec, name) != getattr(preset, name):
             parts.append(f"--set {name}={getattr(spec, name)}")
-    for name in ("norm", "attention", "embed_scale"):
+    for name in ("target_width", "norm", "attention", "embed_scale"):
         if getattr(spec, name) != getattr(preset, name):
             parts.append(f"--set {name}={getattr(spec, name)}")
     if spec.corpus is not None:

@@ -108,6 +108,22 @@ def test_bad_widths_name_the_widths_field(widths: str, fragment: str) -> None:
     assert err.value.field == "widths" and fragment in err.value.message
 
 
+def test_calibration_runs_are_the_runs_a_study_makes() -> None:
+    """Built through StudySpec: same model (init included) and same training as a calibrated study's."""
+    settings = CalibrationSettings.from_dict({**TINY, "target_width": 1024})
+    spec = StudySpec.from_dict(
+        {**STUDY, "eval_interval": 6, "regimes": {"32": {"lr": 4e-3, "warmup_steps": 2}}}
+    )
+    assert settings.model_config(32, "dyt", 0.3, 0.7) == spec.model_config(32, 2, 0.3, 0.7)
+    assert settings.model_config(32, "rmsnorm", 1.0, 1.0) == spec.model_config(
+        32, 2, 1.0, 1.0, norm="rmsnorm"
+    )
+    assert settings.train_config(width=32, lr=4e-3, seed=5) == spec.train_config(seed=5, width=32)
+    with pytest.raises(ConfigError, match="target_width") as err:
+        settings.check_width(1024)
+    assert err.value.field == "widths"
+
+
 # -- one real calibration --------------------------------------------------------------------------------
 
 
