@@ -218,3 +218,71 @@ def test_migration_0002_upgrades_and_downgrades(empty_database: str) -> None:
         assert "app_calibrations" in set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+# -- the scheduler's side ---------------------------------------------------------------------------------
+
+
+def test_a_stopped_scheduler_leaves_its_calibration_to_the_next_one(tmp_path: Path,
+                                                                   tmp_path_factory: pytest.TempPathFactory) -> None:  # fmt: skip
+    """Stopping mid-calibration releases the lease with the row still running; the next scheduler claims it
+    at once and finishes it. Two schedulers never both claim one calibration."""
+    import threading
+
+    from alphasearch.calibrate import CalibrationSettings
+    from service import crud
+    from service.calibrations import corpus_fingerprint
+    from service.db import make_engine, make_sessionmaker, migrate
+    from service.models import utcnow
+    from service.scheduler import Scheduler
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    # The first scheduler has an empty run cache (so the stop really cuts runs short); the second shares the
+    # session's cache (so it usually trains nothing: the other tests ran these settings).
+    fresh = make_settings(str(engine.url), tmp_path / "data", scheduler=False)
+    settings = make_settings(
+        str(engine.url), tmp_path_factory.getbasetemp() / "calibrate-data", scheduler=False
+    )
+    with sessions() as s:
+        cal = CalibrationSettings.from_dict(TINY)
+        [row] = crud.create_calibrations(s, widths=[32], settings=cal.to_dict(),
+                                         corpus_fingerprint=corpus_fingerprint(None), code_version="queued")  # fmt: skip
+        s.commit()
+    factory = lambda name: InProcessExecutor(threads=1)  # noqa: E731
+
+    first = Scheduler(fresh, sessions, executor_factory=factory)
+    first.stopping.set()  # a shutdown arriving while it calibrates: every run is cancelled at once
+    assert first.run_next() == row.id
+    with sessions() as s:
+        stopped = crud.get_calibration(s, calibration_id=row.id)
+        assert stopped.status == "running" and stopped.lease_expires_at is None and stopped.result is None
+
+    wins: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def claim(owner: str) -> None:
+        barrier.wait()
+        with sessions() as s, s.begin():
+            if crud.claim_calibration(s, calibration_id=row.id, owner=owner, now=utcnow(), lease_s=30):
+                wins.append(owner)
+
+    threads = [threading.Thread(target=claim, args=(f"racer-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1  # the released lease goes to exactly one of them
+    with sessions() as s, s.begin():
+        crud.release_calibration_lease(s, calibration_id=row.id, owner=wins[0])
+
+    second = Scheduler(settings, sessions, executor_factory=factory)
+    assert second.run_next() == row.id
+    with sessions() as s:
+        done = crud.get_calibration(s, calibration_id=row.id)
+        assert done.status == "completed" and done.result["regime"]["lr"] in TINY["lrs"]
+        assert done.progress["done"] == done.progress["total"] == 9
+        assert done.code_version == done.result["code_version"] != "queued"  # what the run really used
+    assert second.run_next() is None  # nothing left
+    engine.dispose()
