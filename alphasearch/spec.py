@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from alphasearch.config import ATTENTIONS, EMBED_SCALES, ModelConfig, TrainConfig
+from alphasearch.config import ATTENTIONS, EMBED_SCALES, INIT_SCALINGS, ModelConfig, TrainConfig
 from alphasearch.errors import ConfigError
 
 SAMPLERS = ("grid", "tpe", "gp", "random")
@@ -140,6 +140,9 @@ class StudySpec:
     detect_stalls: bool | None = None  # stop + mark runs that learn nothing input-dependent (TrainConfig)
     head_dim: int = 32
     embed_scale: str = "unit_rms"  # the proxy parametrisation; recorded with every study
+    # How weight init scales with proxy width (config.INIT_SCALINGS): "width_matched" copies the target
+    # width's 0.02 init, i.e. normal(0, 0.02 * sqrt(target_width / width)); "fixed" is 0.02 everywhere.
+    init_scaling: str = "width_matched"
     corpus: str | None = None  # None = the default Shakespeare corpus; else a text file or folder
     sampler_seed: int = 0
     max_total_tokens: int = 0
@@ -194,6 +197,10 @@ class StudySpec:
             raise ConfigError("attention", f"got {self.attention!r}; use one of {', '.join(ATTENTIONS)}")
         if self.embed_scale not in EMBED_SCALES:
             raise ConfigError("embed_scale", f"got {self.embed_scale!r}; use one of {', '.join(EMBED_SCALES)}")
+        if self.init_scaling not in INIT_SCALINGS:
+            raise ConfigError(
+                "init_scaling", f"got {self.init_scaling!r}; use one of {', '.join(INIT_SCALINGS)}"
+            )
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", f"got {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
         if self.pruner not in PRUNERS:
@@ -279,6 +286,8 @@ class StudySpec:
             alpha_ffn=alpha_ffn,
             attention=self.attention,
             embed_scale=self.embed_scale if (norm or self.norm) in SEARCH_NORMS else "one",
+            init_scaling=self.init_scaling,
+            init_reference_width=self.target_width,
         )
 
     def train_config(self, *, seed: int, width: int | None = None) -> TrainConfig:
