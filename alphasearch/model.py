@@ -17,6 +17,10 @@ References:
 Speed notes (CPU, bf16 autocast; numbers in docs/benchmarks.md): one fused QKV matmul and one fused
 gate+up matmul per block; RoPE rotations are a buffer applied with one complex multiply to q and k together;
 attention is torch's scaled_dot_product_attention (flash kernel on CPU), never a Python loop over heads.
+Two hand-written backwards (_QKVRope, _SiluGate) write the gradients of a fused projection's parts into one
+buffer instead of autograd's stack/cast/cat, and under autocast the norms hand their Linear its input
+already in the autocast dtype (no separate cast pass, forward or backward). All of it computes the same
+values bit for bit as the plain autograd expressions (tests/alphasearch/test_model.py, test_nn.py).
 
     >>> import torch
     >>> from alphasearch.config import ModelConfig
@@ -72,6 +76,60 @@ def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         x.float().reshape(B, T, two, heads, rot_dim // 2, 2)
     )  # (B, T, 2, heads, rot/2)
     return torch.view_as_real(xc * torch.view_as_complex(rope)).view(B, T, two, heads, rot_dim)
+
+
+class _QKVRope(torch.autograd.Function):
+    """The fused QKV output (B, T, 3, heads, hs) -> q, k rotated by RoPE and v, each (B, heads, T, hs) fp32.
+
+    The same maths as `apply_rope` on the q/k part and `.float()` on v (bit for bit), with a hand-written
+    backward that writes the gradients of q, k and v straight into ONE (B, T, 3, heads, hs) gradient
+    buffer in the input's dtype. Through autograd the same step took a stack (unbind), a cast per part
+    under bf16 autocast and a cat (split): two extra passes over the whole QKV gradient per layer.
+    Nothing is saved for backward but the rotation table (the rotation's derivative is its conjugate).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, qkv: torch.Tensor, rope: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        qk = apply_rope(qkv[:, :, :2], rope)  # (B, T, 2, heads, hs) fp32, contiguous
+        # (B, T, heads, hs): a view of qkv in fp32 (autograd tracks it as one), a copy in bf16
+        v = qkv[:, :, 2].float()
+        ctx.save_for_backward(rope)
+        ctx.in_dtype = qkv.dtype
+        q, k = qk.unbind(2)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:
+        (rope,) = ctx.saved_tensors
+        B, heads, T, hs = grad_v.shape
+        grad = torch.empty((B, T, 3, heads, hs), dtype=ctx.in_dtype, device=grad_v.device)
+        conj = torch.view_as_complex(rope).conj().resolve_conj()  # (T, 1, 1, hs/2): the inverse rotation
+        for i, g in enumerate((grad_q, grad_k)):
+            g = g.transpose(1, 2).float().reshape(B, T, heads, hs // 2, 2)  # a view for SDPA's layout
+            gc = torch.view_as_complex(g if g.stride(-1) == 1 else g.contiguous())
+            if ctx.in_dtype == torch.float32:  # rotate straight into the buffer
+                out = torch.view_as_complex(grad[:, :, i].view(B, T, heads, hs // 2, 2))
+                torch.mul(gc, conj[:, 0], out=out)
+            else:  # rotate in fp32, round into the buffer (what autograd's cast did)
+                grad[:, :, i].copy_(torch.view_as_real(gc * conj[:, 0]).view(B, T, heads, hs))
+        grad[:, :, 2].copy_(grad_v.transpose(1, 2))
+        return grad, None
+
+
+def linear_input_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype a Linear will cast its input `x` to: the autocast dtype when autocast is on for x's device.
+
+    A norm whose output feeds a Linear returns it in this dtype directly (`out_dtype`), rounding on store
+    instead of in a separate cast pass (and a cast back in backward): the same values.
+    """
+    device = x.device.type
+    if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
 
 
 def causal_attention(
@@ -132,15 +190,14 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh, hs = self.n_heads, self.head_dim
         qkv = self.qkv(x).view(B, T, 3, nh, hs)  # (B, T, 3, nh, hs)
-        # split, not slicing: its backward is one cat instead of zero-filled full-size grads added together
-        qk, v = qkv.split([2, 1], dim=2)  # (B, T, 2, nh, hs), (B, T, 1, nh, hs)
         rope = self.rope[:T].float()  # (T, 1, 1, rot_dim/2, 2)
         if not self.differential:
-            qk = apply_rope(qk, rope)  # (B, T, 2, nh, hs): q and k rotated together, fp32
-            q, k = (t.transpose(1, 2) for t in qk.unbind(2))  # 2 x (B, nh, T, hs); unbind's backward: 1 stack
-            v = v.squeeze(2).transpose(1, 2)  # (B, nh, T, hs)
+            # q and k rotated together; backward: one gradient buffer for q, k, v (see _QKVRope)
+            q, k, v = _QKVRope.apply(qkv, rope)  # 3 x (B, nh, T, hs) fp32
             y = causal_attention(q, k, v)  # (B, nh, T, hs)
         else:
+            # split, not slicing: its backward is one cat instead of zero-filled full-size grads added together
+            qk, v = qkv.split([2, 1], dim=2)  # (B, T, 2, nh, hs), (B, T, 1, nh, hs)
             half = hs // 2
             qk = qk.reshape(B, T, 2, 2 * nh, half)  # (B, T, 2, 2nh, hs/2): head h -> maps 2h, 2h+1
             qk = apply_rope(qk, rope)  # (B, T, 2, 2nh, hs/2), fp32
@@ -156,6 +213,34 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y)
 
 
+class _SiluGate(torch.autograd.Function):
+    """silu(gate) * up from the fused [gate; up] projection (..., 2 * hidden), with a hand-written backward.
+
+    The same values and gradients as `F.silu(gate) * up` through autograd (bit for bit, in the input's
+    dtype), and the same saved tensors (the projection and silu(gate)); the backward writes d gate and
+    d up straight into one (..., 2 * hidden) buffer, where autograd's chunk backward concatenated them:
+    one pass over the largest activation of the block saved, and one allocation.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, gate_up: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate)
+        ctx.save_for_backward(gate_up, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        gate_up, act = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_in = torch.empty_like(gate_up, memory_format=torch.contiguous_format)
+        grad_gate, grad_up = grad_in.chunk(2, dim=-1)
+        torch.mul(grad, act, out=grad_up)
+        torch.mul(grad, up, out=grad_gate)  # d act, then through silu in place
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        return grad_in
+
+
 class SwiGLU(nn.Module):
     """`down(silu(gate(x)) * up(x))` with gate and up fused into one matmul."""
 
@@ -165,8 +250,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(hidden, width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # 2 x (B, T, hidden)
-        return self.down(F.silu(gate) * up)
+        return self.down(_SiluGate.apply(self.gate_up(x)))  # (B, T, width)
 
 
 class Block(nn.Module):
@@ -189,8 +273,9 @@ class Block(nn.Module):
         if self.post_norm:
             x = self.norm_attn(x + self.attn(x))
             return self.norm_ffn(x + self.ffn(x))
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.ffn(self.norm_ffn(x))
+        lin = linear_input_dtype(x)  # the norm outputs go straight into a Linear
+        x = x + self.attn(self.norm_attn(x, out_dtype=lin))
+        return x + self.ffn(self.norm_ffn(x, out_dtype=lin))
 
 
 class ProxyLM(nn.Module):
@@ -238,7 +323,7 @@ class ProxyLM(nn.Module):
         x = self.tok_emb(idx) * self.embed_scale  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        logits = self.head(self.norm_final(x))  # (B, T, V)
+        logits = self.head(self.norm_final(x, out_dtype=linear_input_dtype(x)))  # (B, T, V)
         if targets is None:
             return logits
         return F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T))

@@ -19,6 +19,8 @@ over (T, C) or over the batch would leak information between positions of a caus
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +41,7 @@ class DyT(nn.Module):
         >>> import torch
         >>> dyt = DyT(4, alpha0=0.5)
         >>> dyt(torch.full((1, 4), 2.0))  # tanh(0.5 * 2) = 0.7616
-        tensor([[0.7616, 0.7616, 0.7616, 0.7616]], grad_fn=<AddcmulBackward0>)
+        tensor([[0.7616, 0.7616, 0.7616, 0.7616]], grad_fn=<_DyTFunctionBackward>)
     """
 
     def __init__(self, dim: int, alpha0: float = 0.5, bias: bool = False) -> None:
@@ -49,16 +51,77 @@ class DyT(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # NOTE: tanh(z) = 2 * sigmoid(2z) - 1, computed as weight * (2s - 1) = addcmul(-weight, s, 2 * weight).
-        # torch's CPU tanh kernel is ~7x slower than its sigmoid (torch 2.13, fp32); this form costs the same
-        # three element-wise passes as tanh(alpha * x) * weight and differs from it by < 1e-6.
-        s = torch.sigmoid(x * (2.0 * self.alpha))
-        y = torch.addcmul(-self.weight, s, 2.0 * self.weight)  # weight * tanh(alpha * x)
-        return y if self.bias is None else y + self.bias
+    def forward(self, x: torch.Tensor, *, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """`out_dtype`: return the result rounded to this dtype (bf16 when the caller feeds it to a Linear
+        under autocast, which would round it anyway): the rounding happens in the output store, with no
+        extra cast pass forward or backward."""
+        return _DyTFunction.apply(x, self.alpha, self.weight, self.bias, out_dtype)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, alpha={self.alpha.item():.4g}, bias={self.bias is not None}"
+
+
+class _DyTFunction(torch.autograd.Function):
+    """`weight * tanh(alpha * x) (+ bias)` with a hand-written backward (same maths, fewer passes).
+
+    NOTE: tanh(z) = 2 * sigmoid(2z) - 1, computed as weight * (2s - 1) = addcmul(-weight, s, 2 * weight).
+    torch's CPU tanh kernel is ~7x slower than its sigmoid (torch 2.13, fp32); this form costs three
+    element-wise passes and differs from tanh(alpha * x) * weight by < 1e-6.
+
+    Forward and backward compute exactly what autograd computed for that expression (bit for bit; checked
+    in tests/alphasearch/test_nn.py), with fewer passes over the activations: the sigmoid is taken in
+    place, the backward reuses one buffer for d/ds, d/dz and d/dx (autograd allocated three), and a low-
+    precision `out_dtype` output and its incoming gradient are never materialised in a second dtype (a
+    mixed-dtype op reads the bf16 gradient directly; bf16 -> fp32 is exact).
+    Saved for backward: x and s = sigmoid(2 alpha x), as autograd saved.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        alpha: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        out_dtype: torch.dtype | None,
+    ) -> torch.Tensor:
+        two_alpha = 2.0 * alpha
+        s = torch.mul(x, two_alpha).sigmoid_()  # (..., C): sigmoid(2 alpha x)
+        two_w = 2.0 * weight
+        store = out_dtype if out_dtype is not None and bias is None else None
+        if store is None or store == s.dtype:
+            y = torch.addcmul(-weight, s, two_w)  # weight * tanh(alpha * x)
+        else:  # round on store: bit-identical to addcmul(...).to(out_dtype)
+            y = torch.addcmul(-weight, s, two_w, out=torch.empty(s.shape, dtype=store, device=s.device))
+        if bias is not None:
+            y = (
+                y + bias
+                if out_dtype is None
+                else torch.add(y, bias, out=torch.empty(y.shape, dtype=out_dtype, device=y.device))
+            )
+        ctx.save_for_backward(x, two_alpha, weight, s)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, two_alpha, weight, s = ctx.saved_tensors
+        need_x, need_alpha, need_w, need_b, _ = ctx.needs_input_grad
+        lead = tuple(range(grad.dim() - 1))  # the dimensions a per-channel parameter was broadcast over
+        acc = s.dtype  # gradients in the activations' dtype (fp32), as autograd did after its cast
+        grad_w = grad_b = grad_x = grad_alpha = None
+        if need_w:  # y = -w + s * 2w:  dL/dw = -sum(grad) + 2 * sum(grad * s)
+            grad_w = -grad.sum(lead, dtype=acc) + 2.0 * (grad * s).sum(lead)
+        if need_b:
+            grad_b = grad.sum(lead, dtype=acc)
+        if need_x or need_alpha:
+            g = grad * (2.0 * weight)  # dL/ds, fp32 (a bf16 grad is widened inside the op)
+            torch.ops.aten.sigmoid_backward.grad_input(g, s, grad_input=g)  # dL/dz, z = 2 alpha x, in place
+            if need_alpha:  # d z / d alpha = 2x
+                grad_alpha = 2.0 * (g * x).sum()
+            if need_x:
+                grad_x = g.mul_(two_alpha)  # dL/dx, in place
+        return grad_x, grad_alpha, grad_w, grad_b, None
 
 
 class Derf(nn.Module):
@@ -78,9 +141,9 @@ class Derf(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, out_dtype: torch.dtype | None = None) -> torch.Tensor:
         y = torch.erf(torch.addcmul(self.shift, self.alpha, x)) * self.weight  # erf(alpha * x + shift)
-        return y if self.bias is None else y + self.bias
+        return _to(y if self.bias is None else y + self.bias, out_dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -103,11 +166,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, out_dtype: torch.dtype | None = None) -> torch.Tensor:
         # Statistics in fp32 even under bf16 autocast, output back in the input's dtype.
         xf = x.float()
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return y.type_as(x) * self.weight
+        return _to(y.type_as(x) * self.weight, out_dtype)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}"
@@ -128,11 +191,15 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
+    def forward(self, x: torch.Tensor, *, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return _to(F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps), out_dtype)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, eps={self.eps}, bias={self.bias is not None}"
+
+
+def _to(y: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return y if dtype is None else y.to(dtype)
 
 
 def make_norm(

@@ -153,6 +153,21 @@ class _DivergenceWatch:
         return self.ema > self.best + self.margin
 
 
+def make_adamw(param_groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW(lr, (beta1, beta2)) over `param_groups`, with torch's fused kernel on CPU and CUDA.
+
+    The fused kernel does one pass per parameter tensor instead of the single-tensor path's six element-wise
+    ops (about 3x faster for clip + step + zero_grad at width 256 on 2 CPU cores). Same update rule; it
+    rounds differently in the last bit (max |difference| 1.2e-7 after 3 steps, docs/benchmarks.md), and is
+    deterministic. Falls back to the default implementation where torch has no fused kernel.
+    """
+    kwargs: dict[str, Any] = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2)}
+    try:
+        return torch.optim.AdamW(param_groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # device or dtype without a fused kernel
+        return torch.optim.AdamW(param_groups, **kwargs)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: list, device: torch.device, dtype: torch.dtype | None) -> float:
     """Mean loss over the fixed validation batches (nats/byte)."""
@@ -190,12 +205,7 @@ def train(
     dtype = autocast_dtype(device, train_cfg.precision)
     torch.manual_seed(train_cfg.seed)
     model = ProxyLM(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(
-        model.param_groups(train_cfg.weight_decay),
-        lr=train_cfg.lr,
-        betas=(train_cfg.beta1, train_cfg.beta2),
-        fused=device.type == "cuda",
-    )
+    optimizer = make_adamw(model.param_groups(train_cfg.weight_decay), train_cfg)
     sampler = corpus.batch_sampler(train_cfg.batch_size, train_cfg.seq_len, seed=train_cfg.seed)
     val_batches = corpus.val_batches(train_cfg.eval_batches, train_cfg.batch_size, train_cfg.seq_len)
     watch = _DivergenceWatch(train_cfg.divergence_margin)

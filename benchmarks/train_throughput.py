@@ -2,7 +2,9 @@
 
 One run, one device, three measurements:
 
-(a) Peak: bf16 matmuls timed on the device the model trains on, two shapes: the model's largest GEMM,
+(a) Peak: matmuls in the trainer's compute dtype (bf16; fp32 where the trainer falls back to fp32 because
+    the CPU has no native bf16: an emulated bf16 peak would be meaningless and would take hours), timed
+    on the device the model trains on, two shapes: the model's largest GEMM,
     (batch*seq, width) @ (width, 2*ffn_hidden) (the fused SwiGLU gate+up, 4096 x 256 x 1408 at the issue's
     config), and a square n x n (n = 2048). Each sample is the mean of a few back-to-back matmuls after
     warm-up; the PEAK used for MFU is the BEST sample of either shape over all repeats (the highest
@@ -77,10 +79,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(m: int, k: int, n: int, device: torch.device, *, rounds: int = 5) -> list[float]:
-    """GFLOP/s of a bf16 (m, k) @ (k, n) matmul: `rounds` samples, each the mean over a few back-to-back calls."""
-    a = torch.randn(m, k, dtype=torch.bfloat16, device=device)
-    b = torch.randn(k, n, dtype=torch.bfloat16, device=device)
+def matmul_gflops(
+    m: int, k: int, n: int, device: torch.device, *, rounds: int = 5, dtype: torch.dtype = torch.bfloat16
+) -> list[float]:
+    """GFLOP/s of a (m, k) @ (k, n) matmul in `dtype`: `rounds` samples, each the mean over a few back-to-back calls."""
+    a = torch.randn(m, k, dtype=dtype, device=device)
+    b = torch.randn(k, n, dtype=dtype, device=device)
     flops = 2.0 * m * k * n
     calls = max(2, min(20, int(4e9 / flops)))  # about 4 GFLOP per sample
     for _ in range(3):
@@ -302,8 +306,14 @@ def main(
     B, T = size["batch_size"], size["seq_len"]
     model_cfg = ModelConfig(width=size["width"], depth=size["depth"], max_seq_len=T)
     device = resolve_device("auto")
-    if device.type == "cpu" and autocast_dtype(device, "bf16") is None:
-        print("warning: this CPU has no native bf16; the trainer falls back to fp32", file=sys.stderr)
+    # The peak is measured in the dtype the trainer's matmuls actually run in.
+    peak_dtype = autocast_dtype(device, "bf16") or torch.float32
+    if peak_dtype != torch.bfloat16:
+        print(
+            "warning: this device has no native bf16; the trainer falls back to fp32, so the peak and the "
+            "MFU are fp32 (the issue's bf16 target cannot be evaluated here)",
+            file=sys.stderr,
+        )
     corpus = load_corpus()
     flops_per_token = _ORIGINAL_PROXY(model_cfg).flops_per_token(T)
     shapes = peak_shapes(model_cfg, B, T, size["square_n"])
@@ -317,7 +327,7 @@ def main(
     for r in range(repeats):
         t0, c0, b0 = time.perf_counter(), time.process_time(), _busy_cpu_seconds()
         for name, (m, k, n) in shapes.items():
-            peak_samples[name].append(matmul_gflops(m, k, n, device))
+            peak_samples[name].append(matmul_gflops(m, k, n, device, dtype=peak_dtype))
         peak_others.append(
             _others_share(b0, _busy_cpu_seconds(), time.process_time() - c0, time.perf_counter() - t0)
         )
@@ -354,6 +364,7 @@ def main(
         "tokens_per_s": round(tps, 1),
         "peak_tflops": round(peak_gflops / 1e3, 4),
         "peak_gflops": round(peak_gflops, 1),
+        "peak_dtype": str(peak_dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32"),
         "mfu": round(mfu, 4),
         "xtransformers_tokens_per_s": round(xtps, 1),
         "xtransformers_mfu": round(flops_per_token * xtps / (peak_gflops * 1e9), 4),
@@ -406,7 +417,8 @@ def main(
             "xtransformers_matmul_params": xt_model.num_matmul_params(),
         },
         "method": {
-            "peak": "best sample over repeats and both shapes (each sample = mean of back-to-back bf16 matmuls)",
+            "peak": "best sample over repeats and both shapes (each sample = mean of back-to-back matmuls "
+            "in peak_dtype, the trainer's compute dtype)",
             "throughput": "median over repeats of (tokens per step / median step time); each repeat = "
             "alphasearch.train.train timed step by step by its on_step callback (model "
             "construction, warm-up and evaluation excluded); *_wall: all timed steps end to end",
@@ -488,7 +500,7 @@ def _print_table(out: dict[str, Any]) -> None:
     )
     for name, p in out["peak_gflops_by_shape"].items():
         print(
-            f"  bf16 matmul {name:10s} {'x'.join(map(str, p['shape_mkn'])):16s} best {p['best']:8.1f} GFLOP/s"
+            f"  {out['peak_dtype']} matmul {name:10s} {'x'.join(map(str, p['shape_mkn'])):16s} best {p['best']:8.1f} GFLOP/s"
             f"  median {p['median']:8.1f}"
         )
     print(f"  peak used for MFU: {out['peak_gflops']:.1f} GFLOP/s (best)")

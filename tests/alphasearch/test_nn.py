@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from alphasearch.errors import ConfigError
-from alphasearch.nn import NORM_NAMES, Derf, DyT, LayerNorm, RMSNorm, make_norm
+from alphasearch.nn import NORM_NAMES, Derf, DyT, LayerNorm, RMSNorm, _DyTFunction, make_norm
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0) -> None:
@@ -133,3 +133,60 @@ def test_make_norm_unknown_name_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown norm 'batchnorm'; use one of dyt, derf") as info:
         make_norm("batchnorm", 8)
     assert info.value.field == "norm"
+
+
+def _dyt_autograd(x: torch.Tensor, dyt: DyT) -> torch.Tensor:
+    """DyT's expression through plain autograd (what DyT.forward was before its hand-written backward)."""
+    s = torch.sigmoid(x * (2.0 * dyt.alpha))
+    y = torch.addcmul(-dyt.weight, s, 2.0 * dyt.weight)
+    return y if dyt.bias is None else y + dyt.bias
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("out_dtype", [None, torch.bfloat16], ids=["fp32-out", "bf16-out"])
+def test_dyt_hand_written_backward_is_bit_identical_to_autograd(
+    x: torch.Tensor, bias: bool, out_dtype: torch.dtype | None
+) -> None:
+    """Same values and gradients, bit for bit; a bf16 `out_dtype` equals rounding the fp32 output (what
+    autocast's cast before a Linear did), and its bf16 incoming gradient is widened exactly."""
+    new, ref = DyT(16, alpha0=0.7, bias=bias), DyT(16, alpha0=0.7, bias=bias)
+    _randomise(new)
+    ref.load_state_dict(new.state_dict())
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    got = new(xa, out_dtype=out_dtype)
+    expected = _dyt_autograd(xb, ref)
+    if out_dtype is not None:
+        expected = expected.to(out_dtype)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got, expected)
+    grad = torch.randn(got.shape, generator=torch.Generator().manual_seed(2)).to(got.dtype)
+    got.backward(grad)
+    expected.backward(grad)
+    assert torch.equal(xa.grad, xb.grad)
+    for name, p in new.named_parameters():
+        assert torch.equal(p.grad, dict(ref.named_parameters())[name].grad), name
+
+
+def test_dyt_gradients_pass_gradcheck_in_float64() -> None:
+    dyt = DyT(6, alpha0=0.8, bias=True).double()
+    _randomise(dyt)
+    x = torch.randn(2, 3, 6, dtype=torch.float64, requires_grad=True)
+    inputs = (x, dyt.alpha, dyt.weight, dyt.bias)
+    assert torch.autograd.gradcheck(lambda *args: _DyTFunction.apply(*args, None), inputs)
+
+
+def test_dyt_frozen_parameters_get_no_gradient(x: torch.Tensor) -> None:
+    dyt = DyT(16, alpha0=0.5)
+    dyt.alpha.requires_grad_(False)
+    xa = x.clone().requires_grad_(True)
+    dyt(xa).sum().backward()
+    assert dyt.alpha.grad is None and dyt.weight.grad is not None and xa.grad is not None
+
+
+@pytest.mark.parametrize("name", NORM_NAMES)
+def test_every_norm_takes_out_dtype_and_rounds_its_output_to_it(x: torch.Tensor, name: str) -> None:
+    norm = make_norm(name, 16, alpha0=0.3, bias=True)
+    got = norm(x, out_dtype=torch.bfloat16)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, norm(x).to(torch.bfloat16))

@@ -9,7 +9,7 @@ import pytest
 from alphasearch.config import ModelConfig, TrainConfig
 from alphasearch.data import load_corpus
 from alphasearch.errors import ConfigError
-from alphasearch.train import StepEvent, lr_at, train
+from alphasearch.train import StepEvent, lr_at, make_adamw, train
 
 TINY = ModelConfig(width=32, depth=1, head_dim=16, max_seq_len=64)
 
@@ -152,3 +152,16 @@ def test_width_matched_init_keeps_deep_dyt_layers_out_of_saturation(corpus):
     assert _deep_saturation(runs["fixed"]) > 0.8
     assert _deep_saturation(runs["width_matched"]) < 0.5
     assert runs["width_matched"].final_val_loss < runs["fixed"].final_val_loss - 0.1
+
+
+def test_adamw_is_torchs_fused_kernel_on_cpu_with_the_configured_hyperparameters():
+    import torch
+
+    from alphasearch.model import ProxyLM
+
+    model = ProxyLM(TINY)
+    opt = make_adamw(model.param_groups(0.1), TrainConfig(lr=2e-3, beta1=0.8, beta2=0.9))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["fused"] is True
+    assert opt.defaults["lr"] == 2e-3 and opt.defaults["betas"] == (0.8, 0.9)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
