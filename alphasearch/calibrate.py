@@ -3,9 +3,12 @@
 A search only means something when (a) the proxies train at all and (b) moving alpha0 changes the loss by
 more than re-running the same point under another seed does. Per proxy width, `calibrate` measures both:
 
-1. **Regime.** The RMSNorm baseline trains at each learning rate of a small ladder (default 1e-3, 2e-3,
-   4e-3, 8e-3); the best final val loss among the lrs that did not diverge picks the lr. Steps, batch,
-   sequence length and warmup come from the settings (a study preset's values unless overridden).
+1. **Regime.** The RMSNorm baseline and DyT at the seed-noise pair train at each learning rate of a
+   small ladder (default 2.5e-3, 5e-3, 1e-2, 2e-2). The search lr is DyT's best among the lrs at which
+   the RMSNorm baseline trains stably (RMSNorm tolerates lrs at which DyT's residual stream grows until
+   its tanh saturates: docs/science.md); the baseline keeps its own best lr (`rmsnorm_lr`), so the gap
+   below compares DyT with the strongest baseline the ladder found. Steps, batch, sequence length and
+   warmup come from the settings (a study preset's values unless overridden).
 2. **Seed noise.** DyT (or Derf) at one fixed alpha pair (default 0.5, 0.5) over `seeds` (>= 3) seeds at
    that lr: the standard deviation of the final val loss.
 3. **Alpha effect.** DyT over a coarse k x k log grid of the search box (default 3 x 3 over the StudySpec
@@ -22,9 +25,9 @@ StudySpec with `use_calibration=true` gets `regimes = {width: {"lr", "warmup_ste
 
     >>> settings = CalibrationSettings.from_dict({"preset": "quick"})
     >>> settings.lrs, settings.seeds, settings.grid, settings.steps
-    ([0.001, 0.002, 0.004, 0.008], 3, 3, 150)
+    ([0.0025, 0.005, 0.01, 0.02], 3, 3, 150)
     >>> [c.regime["lr"] for c in calibrate([64, 128], settings)]  # doctest: +SKIP
-    [0.004, 0.002]
+    [0.01, 0.005]
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from alphasearch.cache import ResultCache, json_safe
@@ -47,7 +50,8 @@ from alphasearch.train import TrainResult
 # regime (steps, batch, seq_len, warmup, eval interval, stall detection, depth) comes from `preset`.
 CALIBRATION_DEFAULTS: dict[str, Any] = {
     "preset": "quick",
-    "lrs": [1e-3, 2e-3, 4e-3, 8e-3],
+    # Bracketing what width-matched proxies (widths 32-128, 150-300 steps) preferred: docs/science.md.
+    "lrs": [2.5e-3, 5e-3, 1e-2, 2e-2],
     "seeds": 3,  # seed-noise replicates (>= 3: a std from 2 runs is mostly noise itself)
     "alpha": [0.5, 0.5],  # (alpha_attn, alpha_ffn) of the seed-noise point: the DyT paper's default
     "grid": 3,  # k: the alpha effect is measured on a k x k log grid over the search box
@@ -177,7 +181,8 @@ class CalibrationSettings:
     # -- derived ----------------------------------------------------------------------------------------
     @property
     def runs_per_width(self) -> int:
-        return len(self.lrs) + self.seeds + self.grid**2
+        # RMSNorm + DyT per lr; DyT's ladder run at the chosen lr doubles as seed 0 of the seed-noise runs.
+        return 2 * len(self.lrs) + self.seeds - 1 + self.grid**2
 
     @property
     def tokens_per_width(self) -> int:
@@ -348,7 +353,10 @@ class WidthCalibration:
         """What a StudySpec's `regimes[width]` takes from this calibration."""
         if self.regime is None:
             raise CalibrationError(f"width {self.width} has no calibrated regime: {self.error}")
-        return {"lr": self.regime["lr"], "warmup_steps": self.regime["warmup_steps"]}
+        out = {"lr": self.regime["lr"], "warmup_steps": self.regime["warmup_steps"]}
+        if self.regime.get("rmsnorm_lr") is not None:  # calibrations stored before 2026-12-02 have none
+            out["rmsnorm_lr"] = self.regime["rmsnorm_lr"]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))  # type: ignore[no-any-return]
@@ -441,20 +449,25 @@ def calibrate(
         return _Job(width, phase, norm, lr, seed, alphas, request)
 
     try:
-        # 1. lr ladder, RMSNorm baseline.
+        # 1. lr ladder: the RMSNorm baseline and DyT at the seed-noise pair at every lr. DyT's ladder run at
+        #    the chosen lr is also seed 0 of the seed-noise runs (same request: the cache serves it).
+        pair = (float(settings.alpha[0]), float(settings.alpha[1]))
         for width in widths:
-            report(None, width, PHASES[0], f"RMSNorm at {len(settings.lrs)} learning rates")
+            report(None, width, PHASES[0], f"RMSNorm and {settings.norm} at {len(settings.lrs)} learning rates")
         ladder_jobs = [
-            job(w, PHASES[0], "rmsnorm", lr, settings.first_seed, None) for w in widths for lr in settings.lrs
+            job(w, PHASES[0], norm, lr, settings.first_seed, None if norm == "rmsnorm" else pair)
+            for w in widths for lr in settings.lrs for norm in ("rmsnorm", settings.norm)
         ]
         results = _run_jobs(executor, ladder_jobs, cache=cache, stop=stop, max_retries=max_retries,
-                            on_done=lambda j, r: report(j, j.width, j.phase, f"lr {j.lr:g}: {r.outcome}"))  # fmt: skip
-        ladders = {w: [RunSummary.of(results[id(j)], norm=j.norm, lr=j.lr, seed=j.seed, alphas=None)
+                            on_done=lambda j, r: report(j, j.width, j.phase, f"{j.norm} lr {j.lr:g}: {r.outcome}"))  # fmt: skip
+        ladders = {w: [RunSummary.of(results[id(j)], norm=j.norm, lr=j.lr, seed=j.seed, alphas=j.alphas)
                        for j in ladder_jobs if j.width == w] for w in widths}  # fmt: skip
         chosen = {w: _choose_lr(ladders[w]) for w in widths}
 
         # 2 + 3. Seed noise and the alpha grid at the chosen lr, all widths at once.
         later: list[_Job] = []
+        reused: set[int] = set()  # ids of ladder jobs that are also seed-noise runs (trained once)
+        ladder_alpha = {(j.width, j.lr): j for j in ladder_jobs if j.norm != "rmsnorm"}
         for width in widths:
             lr = chosen[width][0]
             if lr is None:
@@ -466,16 +479,19 @@ def calibrate(
                 PHASES[1],
                 f"lr {lr:g}: {settings.seeds} seeds and a {settings.grid}x{settings.grid} grid",
             )
-            pair = (float(settings.alpha[0]), float(settings.alpha[1]))
-            later += [
+            seed0 = ladder_alpha[(width, lr)]
+            seed0 = replace(seed0, phase=PHASES[1])
+            results[id(seed0)] = results[id(ladder_alpha[(width, lr)])]
+            reused.add(id(seed0))
+            later += [seed0] + [
                 job(width, PHASES[1], settings.norm, lr, settings.first_seed + s, pair)
-                for s in range(settings.seeds)
+                for s in range(1, settings.seeds)
             ]
             later += [
                 job(width, PHASES[2], settings.norm, lr, settings.first_seed, p)
                 for p in settings.grid_points()
             ]
-        results.update(_run_jobs(executor, later, cache=cache, stop=stop, max_retries=max_retries,
+        results.update(_run_jobs(executor, [j for j in later if id(j) not in reused], cache=cache, stop=stop, max_retries=max_retries,
                                  on_done=lambda j, r: report(j, j.width, j.phase, f"{r.outcome}")))  # fmt: skip
     finally:
         if own_executor:
@@ -553,26 +569,46 @@ def _run_jobs(
     return results
 
 
+def _best_rmsnorm(ladder: list[RunSummary]) -> RunSummary | None:
+    """The RMSNorm ladder run with the best loss that did not diverge (completed first, then stalled)."""
+    rms = [r for r in ladder if r.norm == "rmsnorm"]
+    completed = [r for r in rms if r.outcome == "completed" and r.final_val_loss is not None]
+    stable = completed or [r for r in rms if r.outcome != "diverged" and r.final_val_loss is not None]
+    return min(stable, key=lambda r: r.final_val_loss) if stable else None  # type: ignore[arg-type, return-value]
+
+
 def _choose_lr(ladder: list[RunSummary]) -> tuple[float | None, list[str]]:
-    """The best-loss lr that did not diverge (completed runs first, stalled only if nothing completed)."""
+    """The search lr: DyT's best-loss completed lr among those at which RMSNorm did not diverge; without
+    any completed DyT run, the RMSNorm baseline's best lr (with a note saying so)."""
     notes: list[str] = []
-    completed = [r for r in ladder if r.outcome == "completed" and r.final_val_loss is not None]
-    stable = completed or [r for r in ladder if r.outcome != "diverged" and r.final_val_loss is not None]
-    if not stable:
+    rms = [r for r in ladder if r.norm == "rmsnorm"]
+    best_rms = _best_rmsnorm(ladder)
+    if best_rms is None:
         return None, notes
-    best = min(stable, key=lambda r: r.final_val_loss)  # type: ignore[arg-type, return-value]
+    ok_lrs = {r.lr for r in rms if r.outcome != "diverged" and r.final_val_loss is not None}
+    alpha_runs = [r for r in ladder if r.norm != "rmsnorm" and r.lr in ok_lrs and r.outcome == "completed"
+                  and r.final_val_loss is not None]  # fmt: skip
+    if alpha_runs:
+        best = min(alpha_runs, key=lambda r: r.final_val_loss)  # type: ignore[arg-type, return-value]
+        who = best.norm
+    else:
+        best, who = best_rms, "RMSNorm"
+        notes.append("no DyT/Derf ladder run completed (they stalled or diverged at every lr), so the search lr "
+                     f"is the RMSNorm baseline's ({best.lr:g}); raise `steps` or pick another `alpha`")  # fmt: skip
+    completed = [r for r in rms if r.outcome == "completed"]
     if not completed:
         notes.append(
             f"RMSNorm stalled at every lr of the ladder (it learned nothing input-dependent); lr {best.lr:g} is "
             "the least bad. Raise `steps` so the baseline can train"
         )
-    lrs = [r.lr for r in ladder]
-    if len(lrs) > 1 and best.lr == max(lrs):
-        notes.append(f"the best RMSNorm lr ({best.lr:g}) is the largest in the ladder: the optimum may be higher; "
-                     f"add larger values to `lrs` (e.g. {2 * best.lr:g})")  # fmt: skip
-    elif len(lrs) > 1 and best.lr == min(lrs):
-        notes.append(f"the best RMSNorm lr ({best.lr:g}) is the smallest in the ladder: the optimum may be lower; "
-                     f"add smaller values to `lrs` (e.g. {best.lr / 2:g})")  # fmt: skip
+    lrs = [r.lr for r in rms]
+    for run, name in ((best, who), (best_rms, "RMSNorm")) if best is not best_rms else ((best, who),):
+        if len(lrs) > 1 and run.lr == max(lrs):
+            notes.append(f"the best {name} lr ({run.lr:g}) is the largest in the ladder: the optimum may be "
+                         f"higher; add larger values to `lrs` (e.g. {2 * run.lr:g})")  # fmt: skip
+        elif len(lrs) > 1 and run.lr == min(lrs):
+            notes.append(f"the best {name} lr ({run.lr:g}) is the smallest in the ladder: the optimum may be "
+                         f"lower; add smaller values to `lrs` (e.g. {run.lr / 2:g})")  # fmt: skip
     return best.lr, notes
 
 
@@ -596,9 +632,11 @@ def _summarise(
         return WidthCalibration(**base, regime=None, baseline_loss=None, seed_std=None, seed_mean=None,  # type: ignore[arg-type]
                                 alpha_effect=None, best=None, gap=None, snr=None, stalled=0, diverged=0,
                                 stall_rate=None, warnings=[*warnings, error], error=error)  # fmt: skip
-    baseline = next(r.final_val_loss for r in ladder if r.lr == lr)
+    best_rms = _best_rmsnorm(ladder)
+    assert best_rms is not None  # _choose_lr returned an lr
+    baseline = best_rms.final_val_loss
     regime = {"lr": lr, "warmup_steps": settings.train_config(width=width, lr=lr, seed=0).warmup_steps, "steps": settings.steps,
-              "batch_size": settings.batch_size, "seq_len": settings.seq_len}  # fmt: skip
+              "batch_size": settings.batch_size, "seq_len": settings.seq_len, "rmsnorm_lr": best_rms.lr}  # fmt: skip
 
     seed_losses = [
         r.final_val_loss for r in seed_runs if r.outcome == "completed" and r.final_val_loss is not None

@@ -396,7 +396,7 @@ class StudyRunner:
             label = f"{lane.label} #{trial.number} seed {seed}"
             if replicate:
                 label += f" (replicate of #{trial.user_attrs[REPLICATE_OF]})"
-            request = TrialRequest.build(model, spec.train_config(seed=seed, width=lane.width), spec.corpus, label)
+            request = TrialRequest.build(model, spec.train_config(seed=seed, width=lane.width, baseline=lane.baseline), spec.corpus, label)
             cached = self.cache.get(request.key()) if self.cache else None
             if cached is not None:
                 flight.results[seed] = cached

@@ -60,7 +60,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq_len": 128,
         "sampler": "grid",
         "pruner": "none",
-        "lr": 3e-3,
+        # Width-matched proxies at 150-200 steps: 1e-2 beat 3e-3 for both DyT and RMSNorm at widths 32-128
+        # (docs/science.md, "training regime"); `alphasearch calibrate --preset quick` re-measures it.
+        "lr": 1e-2,
         "warmup_steps": 20,
         "eval_interval": 50,
         "rmsnorm_baseline": True,
@@ -290,10 +292,15 @@ class StudySpec:
             init_reference_width=self.target_width,
         )
 
-    def train_config(self, *, seed: int, width: int | None = None) -> TrainConfig:
-        """The training run of a proxy at `width` (its `regimes` entry, if any, sets lr and warmup)."""
+    def train_config(self, *, seed: int, width: int | None = None, baseline: bool = False) -> TrainConfig:
+        """The training run of a proxy at `width` (its `regimes` entry, if any, sets lr and warmup).
+
+        `baseline`: the RMSNorm baseline's run, which takes the regime's `rmsnorm_lr` when it has one (a
+        calibration measures the baseline at its own best lr, so the DyT-vs-RMSNorm gap is not flattered)."""
         regime = self.regimes.get(width, {}) if width is not None else {}
         lr, warmup = regime.get("lr", self.lr), regime.get("warmup_steps", self.warmup_steps)
+        if baseline:
+            lr = regime.get("rmsnorm_lr", lr)
         return TrainConfig(
             steps=self.steps,
             batch_size=self.batch_size,
@@ -389,7 +396,7 @@ def _range(name: str, value: Any) -> tuple[float, float]:
 
 def _regimes(value: Any, widths: list[int]) -> dict[int, dict[str, Any]]:
     """`regimes` checked and normalised: int width keys (JSON gives strings), only lr / warmup_steps."""
-    fix = 'use {width: {"lr": 0.002, "warmup_steps": 20}} for widths among proxy_widths'
+    fix = 'use {width: {"lr": 0.002, "warmup_steps": 20, "rmsnorm_lr": 0.004}} for widths among proxy_widths'
     if not isinstance(value, dict):
         raise ConfigError("regimes", f"got {value!r}; {fix}")
     out: dict[int, dict[str, Any]] = {}
@@ -400,16 +407,21 @@ def _regimes(value: Any, widths: list[int]) -> dict[int, dict[str, Any]]:
             raise ConfigError("regimes", f"key {key!r} is not a width; {fix}") from None
         if isinstance(key, (bool, float)) or width not in widths:
             raise ConfigError("regimes", f"width {key!r} is not one of proxy_widths {widths}; {fix}")
-        if not isinstance(regime, dict) or not regime or set(regime) - {"lr", "warmup_steps"}:
-            raise ConfigError("regimes", f"regimes[{width}] = {regime!r}; {fix} (lr and/or warmup_steps only)")
-        lr, warmup = regime.get("lr"), regime.get("warmup_steps")
-        if lr is None and warmup is None:
+        if not isinstance(regime, dict) or not regime or set(regime) - {"lr", "warmup_steps", "rmsnorm_lr"}:
+            raise ConfigError(
+                "regimes", f"regimes[{width}] = {regime!r}; {fix} (lr, warmup_steps and/or rmsnorm_lr only)"
+            )
+        lr, warmup, rms_lr = regime.get("lr"), regime.get("warmup_steps"), regime.get("rmsnorm_lr")
+        if lr is None and warmup is None and rms_lr is None:
             raise ConfigError("regimes", f"regimes[{width}] sets nothing; {fix}")
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and 0 < lr <= 1)):
-            raise ConfigError("regimes", f"regimes[{width}].lr = {lr!r}; use a learning rate in (0, 1]")
+        for name, rate in (("lr", lr), ("rmsnorm_lr", rms_lr)):
+            if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                     or not (math.isfinite(rate) and 0 < rate <= 1)):  # fmt: skip
+                raise ConfigError("regimes", f"regimes[{width}].{name} = {rate!r}; use a learning rate in (0, 1]")
         if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, (int, float))
                                    or not 0 <= warmup <= 10**9 or warmup != int(warmup)):  # fmt: skip
             raise ConfigError("regimes", f"regimes[{width}].warmup_steps = {warmup!r}; use an integer >= 0")
         out[width] = {k: v for k, v in (("lr", None if lr is None else float(lr)),
-                                        ("warmup_steps", None if warmup is None else int(warmup))) if v is not None}  # fmt: skip
+                                        ("warmup_steps", None if warmup is None else int(warmup)),
+                                        ("rmsnorm_lr", None if rms_lr is None else float(rms_lr))) if v is not None}  # fmt: skip
     return dict(sorted(out.items()))

@@ -27,7 +27,7 @@ from alphasearch.executor import Executor, InProcessExecutor, TrialRequest
 from alphasearch.search import StudyRunner
 from alphasearch.spec import PRESETS, StudySpec
 
-# 9 runs of 12 steps of a 32-wide, 2-block model: 2 lrs + 3 seeds + a 2 x 2 grid. Far too short to mean
+# 10 runs of 12 steps of a 32-wide, 2-block model: 2 lrs x 2 norms + 2 more seeds + a 2 x 2 grid. Far too short to mean
 # anything (hence no stall detection); it exercises every step of the real procedure in seconds.
 TINY: dict[str, Any] = {
     "preset": "smoke", "depth": 2, "lrs": [1e-3, 4e-3], "steps": 12, "batch_size": 8, "seq_len": 32,
@@ -59,7 +59,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[WidthCalibrati
 def test_settings_take_the_ladder_defaults_and_the_presets_regime() -> None:
     quick = CalibrationSettings.from_dict({})
     p = PRESETS["quick"]
-    assert quick.preset == "quick" and quick.lrs == [1e-3, 2e-3, 4e-3, 8e-3]
+    assert quick.preset == "quick" and quick.lrs == [2.5e-3, 5e-3, 1e-2, 2e-2]
     assert (quick.steps, quick.batch_size, quick.seq_len) == (
         p["tokens_per_trial"] // (p["batch_size"] * p["seq_len"]), p["batch_size"], p["seq_len"])  # fmt: skip
     assert (quick.warmup_steps, quick.depth, quick.detect_stalls) == (
@@ -69,7 +69,7 @@ def test_settings_take_the_ladder_defaults_and_the_presets_regime() -> None:
     )
     assert (quick.seeds, quick.alpha, quick.grid) == (3, [0.5, 0.5], 3)
     assert quick.alpha_attn_range == list(StudySpec.__dataclass_fields__["alpha_attn_range"].default)
-    assert quick.runs_per_width == 4 + 3 + 9
+    assert quick.runs_per_width == 2 * 4 + 3 - 1 + 9  # RMSNorm + DyT per lr; DyT's chosen-lr run is seed 0
     assert CalibrationSettings.from_dict({"warmup_steps": 0}).warmup_steps == 0  # 0 is a choice, not "unset"
     smoke = CalibrationSettings.from_dict({"preset": "smoke", "lrs": [4e-3, 1e-3]})
     assert smoke.detect_stalls is False and smoke.lrs == [1e-3, 4e-3]
@@ -127,15 +127,20 @@ def test_calibration_runs_are_the_runs_a_study_makes() -> None:
 # -- one real calibration --------------------------------------------------------------------------------
 
 
-def test_the_lr_is_the_best_rmsnorm_lr_that_did_not_diverge(calibrated) -> None:
+def test_the_lr_is_dyts_best_where_rmsnorm_trains_and_the_baseline_keeps_its_own(calibrated) -> None:
     cal, _ = calibrated
     assert cal.ok and cal.width == 32 and cal.depth == 2 and cal.norm == "dyt"
-    assert [(r.norm, r.lr, r.seed) for r in cal.ladder] == [("rmsnorm", 1e-3, 0), ("rmsnorm", 4e-3, 0)]
-    stable = [r for r in cal.ladder if r.outcome != "diverged"]
-    best = min(stable, key=lambda r: r.final_val_loss)
-    assert cal.regime == {"lr": best.lr, "warmup_steps": 2, "steps": 12, "batch_size": 8, "seq_len": 32}
-    assert cal.baseline_loss == best.final_val_loss
-    assert cal.study_regime() == {"lr": best.lr, "warmup_steps": 2}
+    assert [(r.norm, r.lr, r.seed, r.alpha_attn) for r in cal.ladder] == [
+        ("rmsnorm", 1e-3, 0, None), ("dyt", 1e-3, 0, 0.5), ("rmsnorm", 4e-3, 0, None), ("dyt", 4e-3, 0, 0.5)]
+    rms_ok = {r.lr for r in cal.ladder if r.norm == "rmsnorm" and r.outcome != "diverged"}
+    best_dyt = min((r for r in cal.ladder if r.norm == "dyt" and r.lr in rms_ok and r.outcome == "completed"),
+                   key=lambda r: r.final_val_loss)  # fmt: skip
+    best_rms = min((r for r in cal.ladder if r.norm == "rmsnorm" and r.outcome != "diverged"),
+                   key=lambda r: r.final_val_loss)  # fmt: skip
+    assert cal.regime == {"lr": best_dyt.lr, "warmup_steps": 2, "steps": 12, "batch_size": 8, "seq_len": 32,
+                          "rmsnorm_lr": best_rms.lr}  # fmt: skip
+    assert cal.baseline_loss == best_rms.final_val_loss
+    assert cal.study_regime() == {"lr": best_dyt.lr, "warmup_steps": 2, "rmsnorm_lr": best_rms.lr}
 
 
 def test_seed_noise_alpha_effect_snr_gap_and_stalls_come_from_the_runs(calibrated) -> None:
@@ -173,10 +178,11 @@ def test_progress_reports_every_run_in_phase_order(calibrated) -> None:
     _, events = calibrated
     runs = [e for e in events if e.phase != "done"]
     assert [e.done for e in events if e.done] == sorted(e.done for e in events if e.done)
-    assert max(e.done for e in events) == 9 and all(e.total == 9 for e in events)
+    # 2 lrs x (RMSNorm, DyT) + 2 more seeds (seed 0 is DyT's ladder run at the chosen lr) + a 2 x 2 grid
+    assert max(e.done for e in events) == 10 and all(e.total == 10 for e in events)
     order = [e.phase for e in runs]
     assert order.index("seed noise") > max(i for i, p in enumerate(order) if p == "lr ladder")
-    assert events[-1].phase == "done" and events[-1].done == 9
+    assert events[-1].phase == "done" and events[-1].done == 10
 
 
 def test_the_result_round_trips_through_json(calibrated) -> None:
@@ -233,8 +239,16 @@ def test_no_stable_lr_is_a_result_naming_the_lrs_field() -> None:
     ok = [RunSummary("rmsnorm", 1e-3, 0, None, None, "completed", 3.0, 12),
           RunSummary("rmsnorm", 4e-3, 0, None, None, "completed", 2.9, 12),
           RunSummary("rmsnorm", 8e-3, 0, None, None, "diverged", None, 4, diverged_at_step=4)]  # fmt: skip
-    assert _choose_lr(ok) == (4e-3, [])
-    lr, notes = _choose_lr(ok[:2])
+    # Without DyT runs the baseline's best lr is used, and the note says why.
+    lr, notes = _choose_lr(ok)
+    assert lr == 4e-3 and "no DyT/Derf ladder run completed" in notes[0]
+    dyt = [RunSummary("dyt", 1e-3, 0, 0.5, 0.5, "completed", 3.1, 12),
+           RunSummary("dyt", 4e-3, 0, 0.5, 0.5, "completed", 3.3, 12),
+           RunSummary("dyt", 8e-3, 0, 0.5, 0.5, "completed", 2.5, 12)]  # fmt: skip
+    # DyT's best lr wins, except where RMSNorm diverged (8e-3); 1e-3 is the ladder's edge, which is said.
+    lr, notes = _choose_lr(ok + dyt)
+    assert lr == 1e-3 and "best dyt lr (0.001) is the smallest" in notes[0] and "`lrs`" in notes[0]
+    lr, notes = _choose_lr(ok[:2] + dyt[1:2])
     assert lr == 4e-3 and "largest in the ladder" in notes[0] and "`lrs`" in notes[0]
 
 

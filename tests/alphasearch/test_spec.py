@@ -129,3 +129,16 @@ def test_replicates_count_against_the_token_budget():
     with pytest.raises(ConfigError) as info:
         StudySpec.from_dict({**fits, "replicate_best": 3})
     assert info.value.field == "tokens_per_trial" and "replicate_best" in str(info.value)
+
+
+def test_a_regimes_rmsnorm_lr_trains_only_the_baseline() -> None:
+    spec = StudySpec(preset="smoke", target_width=1024, target_depth=8, proxy_widths=[32, 64],
+                     regimes={"32": {"lr": 0.01, "rmsnorm_lr": 0.02}})  # fmt: skip
+    assert spec.regimes == {32: {"lr": 0.01, "rmsnorm_lr": 0.02}}
+    assert spec.train_config(seed=0, width=32).lr == 0.01
+    assert spec.train_config(seed=0, width=32, baseline=True).lr == 0.02
+    assert spec.train_config(seed=0, width=64, baseline=True).lr == spec.lr  # no regime there
+    with pytest.raises(ConfigError, match="rmsnorm_lr") as err:
+        StudySpec(preset="smoke", target_width=1024, target_depth=8, proxy_widths=[32],
+                  regimes={32: {"rmsnorm_lr": -1}})  # fmt: skip
+    assert err.value.field == "regimes"

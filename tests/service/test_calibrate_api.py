@@ -65,8 +65,8 @@ class TestCalibrationsAPI:
         assert row["regime"] == result["regime"] and row["regime"]["lr"] in (1e-3, 4e-3)
         assert row["snr"] == pytest.approx(result["alpha_effect"] / result["seed_std"])
         assert row["gap"] == result["gap"] and row["stall_rate"] == 0.0
-        assert len(result["ladder"]) == 2 and len(result["seed_runs"]) == 3 and len(result["grid_runs"]) == 4
-        assert row["progress"] == {"phase": "done", "done": 9, "total": 9, "message": "calibrated"}
+        assert len(result["ladder"]) == 4 and len(result["seed_runs"]) == 3 and len(result["grid_runs"]) == 4
+        assert row["progress"] == {"phase": "done", "done": 10, "total": 10, "message": "calibrated"}
         assert row["started_at"] and row["finished_at"] and row["error"] is None
         assert row["links"]["self"] == f"/api/v1/calibrations/{row['id']}"
         assert len(row["corpus_fingerprint"]) == 64 and row["code_version"] == result["code_version"]
@@ -119,7 +119,7 @@ class TestCalibrationsAPI:
         regime = calibrated["regime"]
         assert study["spec"]["use_calibration"] is True
         assert study["spec"]["regimes"] == {
-            "32": {"lr": regime["lr"], "warmup_steps": regime["warmup_steps"]}
+            "32": {"lr": regime["lr"], "warmup_steps": regime["warmup_steps"], "rmsnorm_lr": regime["rmsnorm_lr"]}
         }
         # A regime given by hand wins; it may also cover a width nobody calibrated.
         both = {**STUDY, "proxy_widths": [32, 64], "use_calibration": True, "regimes": {"64": {"lr": 0.0123}}}
@@ -282,7 +282,7 @@ def test_a_stopped_scheduler_leaves_its_calibration_to_the_next_one(tmp_path: Pa
     with sessions() as s:
         done = crud.get_calibration(s, calibration_id=row.id)
         assert done.status == "completed" and done.result["regime"]["lr"] in TINY["lrs"]
-        assert done.progress["done"] == done.progress["total"] == 9
+        assert done.progress["done"] == done.progress["total"] == 10
         assert done.code_version == done.result["code_version"] != "queued"  # what the run really used
     assert second.run_next() is None  # nothing left
     engine.dispose()

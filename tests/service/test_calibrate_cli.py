@@ -58,7 +58,8 @@ def test_calibrate_prints_json_stores_the_rows_and_a_study_run_takes_the_lr(env:
     fields = {"preset": "smoke", "target_width": 1024, "target_depth": 8, "proxy_widths": [32], "proxy_depths": [2],
               "tokens_per_trial": 12 * 8 * 32, "batch_size": 8, "seq_len": 32, "use_calibration": True}  # fmt: skip
     spec = resolve_study_spec(fields, database_url=env["DB"])
-    assert spec.regimes == {32: {"lr": cal["regime"]["lr"], "warmup_steps": cal["regime"]["warmup_steps"]}}
+    assert spec.regimes == {32: {"lr": cal["regime"]["lr"], "warmup_steps": cal["regime"]["warmup_steps"],
+                                 "rmsnorm_lr": cal["regime"]["rmsnorm_lr"]}}
     assert spec.train_config(seed=0, width=32).lr == cal["regime"]["lr"]
     # ... and refuses width 64 before training anything, naming the field and the command to run.
     refused = runner.invoke(app, [*STUDY, "--database", env["DB"]], env=env_vars)  # smoke: widths 32 and 64
