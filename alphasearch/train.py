@@ -153,6 +153,42 @@ class _DivergenceWatch:
         return self.ema > self.best + self.margin
 
 
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """glibc: keep freed activation-sized blocks (<= 32 MiB) in the heap instead of handing them back to the OS.
+
+    Every training step frees and reallocates the same activations and gradients. With glibc's defaults a
+    step returned tens of MiB to the kernel and took them back as fresh zeroed pages: 37-123 MiB of page
+    faults per step at width 256 (about 0.05-0.1 s of kernel time on 2 cores, 2-4 % of a step), 2-3 MiB
+    with this setting. It only changes where freed memory waits (the process keeps its peak heap instead
+    of shrinking back), never a computed value. Done once per process, on glibc only, and not when the
+    user set glibc's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ themselves. Returns whether it applied.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    import os
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        # a fixed mmap threshold also stops glibc's dynamic adjustment of both thresholds
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1 and libc.mallopt(m_trim_threshold, 1 << 30) == 1
+    except (OSError, AttributeError):
+        return False
+    _MALLOC_TUNED = ok
+    return ok
+
+
 def make_adamw(param_groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW(lr, (beta1, beta2)) over `param_groups`, with torch's fused kernel on CPU and CUDA.
 
@@ -201,6 +237,7 @@ def train(
         )
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
+    keep_freed_memory_for_reuse()
     device = resolve_device(train_cfg.device)
     dtype = autocast_dtype(device, train_cfg.precision)
     torch.manual_seed(train_cfg.seed)

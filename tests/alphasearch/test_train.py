@@ -165,3 +165,15 @@ def test_adamw_is_torchs_fused_kernel_on_cpu_with_the_configured_hyperparameters
     assert opt.defaults["fused"] is True
     assert opt.defaults["lr"] == 2e-3 and opt.defaults["betas"] == (0.8, 0.9)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    import os
+    import platform
+
+    from alphasearch.train import keep_freed_memory_for_reuse
+
+    applied = keep_freed_memory_for_reuse()
+    user_set = any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+    assert applied is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and not user_set)
+    assert keep_freed_memory_for_reuse() is applied  # idempotent
