@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alphasearch.config import ModelConfig
+from alphasearch.cpu_attention import MaterialisedCausalAttention, use_materialised_attention
 from alphasearch.errors import ConfigError
 from alphasearch.nn import RMSNorm, make_norm
 
@@ -137,12 +138,17 @@ def causal_attention(
 ) -> torch.Tensor:
     """Causal scaled_dot_product_attention of (B, heads, T, hs) tensors.
 
-    NOTE: on CPU it runs in fp32 with autocast switched off: torch's CPU flash-attention kernel is faster in
-    fp32 than in bf16 (about 20% at head_dim 32, torch 2.13; docs/benchmarks.md), and autocast would cast
-    q, k, v to bf16. On GPU it runs in the input dtype (bf16 under autocast).
+    On CPU under bf16 autocast at short sequences it runs as bf16 matmuls with the scores materialised
+    (alphasearch/cpu_attention.py: 1.3x faster than the flash kernel there; output bf16). Otherwise on CPU
+    it runs in fp32 with autocast switched off: torch's CPU flash-attention kernel is faster in fp32 than in
+    bf16 (about 20-30% at head_dim 32, torch 2.13; docs/benchmarks.md), and autocast would cast q, k, v to
+    bf16. On GPU it runs in the input dtype (bf16 under autocast).
     """
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=True, scale=scale)
+    if use_materialised_attention(q):
+        out = MaterialisedCausalAttention.apply(q, k, v, q.shape[-1] ** -0.5 if scale is None else scale)
+        return out  # type: ignore[no-any-return]
     with torch.autocast("cpu", enabled=False):
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scale)
 
@@ -205,7 +211,7 @@ class CausalSelfAttention(nn.Module):
             q, k = (t.transpose(1, 2) for t in qk.unbind(2))  # 2 x (B, 2nh, T, hs)
             v = v.expand(B, T, 2, nh, hs)  # (B, T, 2, nh, hs): both maps read the same v
             v = v.transpose(2, 3).reshape(B, T, 2 * nh, hs).transpose(1, 2)  # (B, 2nh, T, hs)
-            y = causal_attention(q, k, v, scale=half**-0.5)  # (B, 2nh, T, hs)
+            y = causal_attention(q, k, v, scale=half**-0.5).float()  # (B, 2nh, T, hs) fp32 for the mix
             y = y.view(B, nh, 2, T, hs)  # (B, nh, 2, T, hs)
             y = y[:, :, 0] - self.lambda_value() * y[:, :, 1]  # (B, nh, T, hs)
             y = self.head_norm(y) * (1.0 - self.lambda_init)  # (B, nh, T, hs)
