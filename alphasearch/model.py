@@ -16,11 +16,13 @@ References:
 
 Speed notes (CPU, bf16 autocast; numbers in docs/benchmarks.md): one fused QKV matmul and one fused
 gate+up matmul per block; RoPE rotations are a buffer applied with one complex multiply to q and k together;
-attention is torch's scaled_dot_product_attention (flash kernel on CPU), never a Python loop over heads.
+attention is torch's scaled_dot_product_attention (flash kernel on CPU), except under bf16 autocast on CPU at
+short sequences, where bf16 batched matmuls over a few blocks of query rows are faster (cpu_attention.py);
+never a Python loop over heads.
 Two hand-written backwards (_QKVRope, _SiluGate) write the gradients of a fused projection's parts into one
 buffer instead of autograd's stack/cast/cat, and under autocast the norms hand their Linear its input
-already in the autocast dtype (no separate cast pass, forward or backward). All of it computes the same
-values bit for bit as the plain autograd expressions (tests/alphasearch/test_model.py, test_nn.py).
+already in the autocast dtype (no separate cast pass, forward or backward). All of it but that attention
+path computes the same values bit for bit as the plain autograd expressions (tests/alphasearch/test_model.py, test_nn.py).
 
     >>> import torch
     >>> from alphasearch.config import ModelConfig
