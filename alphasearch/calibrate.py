@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from alphasearch.cache import ResultCache, json_safe
-from alphasearch.config import ATTENTIONS, EMBED_SCALES, ModelConfig, TrainConfig
+from alphasearch.config import ATTENTIONS, EMBED_SCALES, INIT_SCALINGS, ModelConfig, TrainConfig
 from alphasearch.errors import AlphaSearchError, ConfigError, DataError
 from alphasearch.executor import Executor, Failed, InProcessExecutor, TrialRequest, code_version
 from alphasearch.spec import PRESETS, SEARCH_NORMS, StudySpec
@@ -84,6 +84,7 @@ class CalibrationSettings:
     norm: str = "dyt"  # the alpha family measured in steps 2-3 (dyt | derf); step 1 is always RMSNorm
     attention: str = "standard"
     embed_scale: str = "unit_rms"
+    init_scaling: str = "width_matched"  # how the proxies' init scales with width (StudySpec.init_scaling)
     head_dim: int = 32
     corpus: str | None = None  # None: the default corpus
     lrs: list[float] = field(default_factory=list)
@@ -132,6 +133,7 @@ class CalibrationSettings:
         _choice("norm", self.norm, SEARCH_NORMS)
         _choice("attention", self.attention, ATTENTIONS)
         _choice("embed_scale", self.embed_scale, EMBED_SCALES)
+        _choice("init_scaling", self.init_scaling, INIT_SCALINGS)
         _int("head_dim", self.head_dim, 2, 1024)
         if self.corpus is not None and not isinstance(self.corpus, str):
             raise ConfigError(
@@ -221,7 +223,7 @@ class CalibrationSettings:
             "preset": self.preset, "target_width": self.target_width, "target_depth": self.depth, "proxy_widths": [width],
             "proxy_depths": [self.depth],
             "norm": self.norm, "attention": self.attention, "embed_scale": self.embed_scale,
-            "head_dim": self.head_dim, "corpus": self.corpus, "batch_size": self.batch_size, "seq_len": self.seq_len,
+            "init_scaling": self.init_scaling, "head_dim": self.head_dim, "corpus": self.corpus, "batch_size": self.batch_size, "seq_len": self.seq_len,
             "tokens_per_trial": self.steps * self.batch_size * self.seq_len, "eval_interval": self.eval_interval,
             "detect_stalls": self.detect_stalls, "trials_per_width": 1, "sampler": "random", "pruner": "none",
             "rmsnorm_baseline": False, "regimes": {width: {"lr": lr, "warmup_steps": self.warmup_steps}},
@@ -453,10 +455,14 @@ def calibrate(
         #    the chosen lr is also seed 0 of the seed-noise runs (same request: the cache serves it).
         pair = (float(settings.alpha[0]), float(settings.alpha[1]))
         for width in widths:
-            report(None, width, PHASES[0], f"RMSNorm and {settings.norm} at {len(settings.lrs)} learning rates")
+            report(
+                None, width, PHASES[0], f"RMSNorm and {settings.norm} at {len(settings.lrs)} learning rates"
+            )
         ladder_jobs = [
             job(w, PHASES[0], norm, lr, settings.first_seed, None if norm == "rmsnorm" else pair)
-            for w in widths for lr in settings.lrs for norm in ("rmsnorm", settings.norm)
+            for w in widths
+            for lr in settings.lrs
+            for norm in ("rmsnorm", settings.norm)
         ]
         results = _run_jobs(executor, ladder_jobs, cache=cache, stop=stop, max_retries=max_retries,
                             on_done=lambda j, r: report(j, j.width, j.phase, f"{j.norm} lr {j.lr:g}: {r.outcome}"))  # fmt: skip
@@ -692,6 +698,8 @@ def calibration_key(spec: StudySpec, width: int) -> dict[str, Any]:
     The key the service stores (width, depth, norm, attention, embed_scale, corpus fingerprint, code
     version) plus the training regime (steps, batch_size, seq_len): an lr calibrated for 300 steps is not
     the lr for 150. Depth: the study's smallest proxy depth (its regime then applies to every depth).
+    The proxies' init also depends on the target width and the init scaling (width-matched init copies the
+    target's), so `SETTINGS_KEYS` must match the calibration's `settings` too.
     """
     from alphasearch.data import load_corpus
 
@@ -703,7 +711,20 @@ def calibration_key(spec: StudySpec, width: int) -> dict[str, Any]:
         "width": width, "depth": spec.proxy_depths[0], "norm": spec.norm, "attention": spec.attention,
         "embed_scale": spec.embed_scale, "corpus_fingerprint": fingerprint, "code_version": code_version(),
         "steps": spec.steps, "batch_size": spec.batch_size, "seq_len": spec.seq_len,
+        **{name: getattr(spec, name) for name in SETTINGS_KEYS},
     }  # fmt: skip
+
+
+# Parts of a calibration key found in the calibration's `settings`, not in columns of their own; a
+# setting a stored calibration lacks (one stored before it existed) has the value given here.
+SETTINGS_KEYS: dict[str, Any] = {"target_width": None, "init_scaling": "width_matched"}
+
+
+def settings_match(settings: Mapping[str, Any], key: Mapping[str, Any]) -> bool:
+    """Whether a calibration's `settings` agree with the `SETTINGS_KEYS` part of `key`."""
+    return all(
+        settings.get(name, default) == key[name] for name, default in SETTINGS_KEYS.items() if name in key
+    )
 
 
 def spec_with_calibrations(
@@ -734,7 +755,8 @@ def spec_with_calibrations(
         raise ConfigError(
             "use_calibration",
             f"no stored calibration for proxy width(s) {widths} at depth {probe.proxy_depths[0]} ({probe.norm}, "
-            f"{probe.attention} attention, {probe.embed_scale} embedding, this corpus and training code, "
+            f"{probe.attention} attention, {probe.embed_scale} embedding, {probe.init_scaling} init for target "
+            f"width {probe.target_width}, this corpus and training code, "
             f"{probe.steps} steps of {probe.batch_size} x {probe.seq_len}); run `{calibrate_command(probe, missing)}` "
             "(or POST /api/v1/calibrations with the same settings) first, or set use_calibration=false",
         )
@@ -749,7 +771,7 @@ def calibrate_command(spec: StudySpec, widths: list[int]) -> str:
     for name in ("steps", "batch_size", "seq_len"):
         if getattr(spec, name) != getattr(preset, name):
             parts.append(f"--set {name}={getattr(spec, name)}")
-    for name in ("target_width", "norm", "attention", "embed_scale"):
+    for name in ("target_width", "norm", "attention", "embed_scale", "init_scaling"):
         if getattr(spec, name) != getattr(preset, name):
             parts.append(f"--set {name}={getattr(spec, name)}")
     if spec.corpus is not None:

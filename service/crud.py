@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from alphasearch.calibrate import SETTINGS_KEYS, settings_match
 from alphasearch.errors import StateError
 from alphasearch.spec import StudySpec
 from service.models import Batch, Calibration, Figure, Study, StudyResult, utcnow
@@ -320,11 +321,14 @@ def list_calibrations(
 
 
 def find_calibration(session: Session, *, key: dict[str, Any]) -> Calibration | None:
-    """The newest completed calibration matching every column of `key` (alphasearch.calibrate.calibration_key)."""
+    """The newest completed calibration matching `key` (alphasearch.calibrate.calibration_key): its columns in
+    SQL, its settings part (target width, init scaling: calibrate.SETTINGS_KEYS) on the few rows that match."""
     query = select(Calibration).where(Calibration.status == "completed")
     for name, value in key.items():
-        query = query.where(getattr(Calibration, name) == value)
-    return session.scalars(query.order_by(Calibration.finished_at.desc(), Calibration.id).limit(1)).first()
+        if name not in SETTINGS_KEYS:
+            query = query.where(getattr(Calibration, name) == value)
+    rows = session.scalars(query.order_by(Calibration.finished_at.desc(), Calibration.id))
+    return next((row for row in rows if settings_match(row.settings or {}, key)), None)
 
 
 def claimable_calibrations(session: Session, *, now: datetime, limit: int = 10) -> list[str]:

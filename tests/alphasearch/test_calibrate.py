@@ -12,6 +12,7 @@ import pytest
 
 from alphasearch.cache import ResultCache
 from alphasearch.calibrate import (
+    SETTINGS_KEYS,
     CalibrationInterrupted,
     CalibrationSettings,
     RunSummary,
@@ -31,7 +32,7 @@ from alphasearch.spec import PRESETS, StudySpec
 # anything (hence no stall detection); it exercises every step of the real procedure in seconds.
 TINY: dict[str, Any] = {
     "preset": "smoke", "depth": 2, "lrs": [1e-3, 4e-3], "steps": 12, "batch_size": 8, "seq_len": 32,
-    "warmup_steps": 2, "eval_interval": 6, "grid": 2, "detect_stalls": False,
+    "warmup_steps": 2, "eval_interval": 6, "grid": 2, "detect_stalls": False, "target_width": 1024,
 }  # fmt: skip
 
 
@@ -131,7 +132,11 @@ def test_the_lr_is_dyts_best_where_rmsnorm_trains_and_the_baseline_keeps_its_own
     cal, _ = calibrated
     assert cal.ok and cal.width == 32 and cal.depth == 2 and cal.norm == "dyt"
     assert [(r.norm, r.lr, r.seed, r.alpha_attn) for r in cal.ladder] == [
-        ("rmsnorm", 1e-3, 0, None), ("dyt", 1e-3, 0, 0.5), ("rmsnorm", 4e-3, 0, None), ("dyt", 4e-3, 0, 0.5)]
+        ("rmsnorm", 1e-3, 0, None),
+        ("dyt", 1e-3, 0, 0.5),
+        ("rmsnorm", 4e-3, 0, None),
+        ("dyt", 4e-3, 0, 0.5),
+    ]
     rms_ok = {r.lr for r in cal.ladder if r.norm == "rmsnorm" and r.outcome != "diverged"}
     best_dyt = min((r for r in cal.ladder if r.norm == "dyt" and r.lr in rms_ok and r.outcome == "completed"),
                    key=lambda r: r.final_val_loss)  # fmt: skip
@@ -268,7 +273,8 @@ def _finder(cals: list[WidthCalibration]):
         for c in cals:
             have = {"width": c.width, "depth": c.depth, "norm": c.norm, "attention": c.attention,
                     "embed_scale": c.embed_scale, "corpus_fingerprint": c.corpus_fingerprint,
-                    "code_version": c.code_version, **{k: c.regime[k] for k in ("steps", "batch_size", "seq_len")}}  # fmt: skip
+                    "code_version": c.code_version, **{k: c.regime[k] for k in ("steps", "batch_size", "seq_len")},
+                    **{k: c.settings.get(k, default) for k, default in SETTINGS_KEYS.items()}}  # fmt: skip
             if have == key:
                 return c
         return None
@@ -307,6 +313,13 @@ def test_a_width_without_a_calibration_is_refused_naming_the_field_and_the_comma
     with pytest.raises(ConfigError, match="use_calibration"):
         spec_with_calibrations({**STUDY, "proxy_widths": [32], "tokens_per_trial": 24 * 8 * 32,
                                 "use_calibration": True}, find)  # fmt: skip
+    # The proxies' init depends on the target width and the init scaling: a calibration made for one target
+    # (or scaling) does not set the lr of proxies built for another; the fix names the settings to use.
+    for other, fix in (({"target_width": 2048}, "--set target_width=2048"),
+                       ({"init_scaling": "fixed"}, "--set init_scaling=fixed")):  # fmt: skip
+        with pytest.raises(ConfigError, match="use_calibration") as err:
+            spec_with_calibrations({**STUDY, "proxy_widths": [32], "use_calibration": True, **other}, find)
+        assert fix in err.value.message
     # The library alone cannot look anything up: use_calibration without regimes says what to do.
     with pytest.raises(ConfigError, match="alphasearch calibrate --widths 32,64") as err:
         StudySpec.from_dict({**STUDY, "use_calibration": True})

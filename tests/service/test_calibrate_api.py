@@ -142,11 +142,43 @@ class TestCalibrationsAPI:
             "/api/v1/studies", json={**STUDY, "tokens_per_trial": 24 * 8 * 32, "use_calibration": True}
         )
         assert longer.status_code == 422 and fields_of(longer) == ["use_calibration"]  # another run length
+        # Proxies for another target width start from another init (width-matched): not this calibration's lr.
+        wider = app_client.post("/api/v1/studies", json={**STUDY, "target_width": 2048, "use_calibration": True})
+        assert wider.status_code == 422 and fields_of(wider) == ["use_calibration"]
+        assert "--set target_width=2048" in wider.json()["detail"][0]["message"]
         batch = app_client.post("/api/v1/batches", json={"studies": [{**STUDY, "use_calibration": True},
                                                                      {**STUDY, "proxy_widths": [64], "use_calibration": True}]})  # fmt: skip
         assert batch.status_code == 422
         assert [(e["index"], e["field"]) for e in batch.json()["detail"]] == [(1, "use_calibration")]
         assert app_client.get("/api/v1/studies").json()["count"] == before
+
+    def test_the_lookup_skips_a_newer_calibration_made_for_another_target_width(self, backend: str) -> None:
+        """The target width and init scaling live in a calibration's settings, not in columns: the lookup
+        filters them after the SQL query, newest first, on both backends."""
+        from alphasearch.calibrate import CalibrationSettings, calibration_key
+        from alphasearch.executor import code_version
+        from alphasearch.spec import StudySpec
+        from service import crud
+        from service.calibrations import corpus_fingerprint
+        from service.db import make_engine, make_sessionmaker
+
+        width = 96  # a width no other test here calibrates
+        sessions = make_sessionmaker(make_engine(backend))
+        ids = {}
+        with sessions() as s, s.begin():
+            for target in (1024, 2048, 4096):  # stored oldest first: the newest is for target width 4096
+                settings = CalibrationSettings.from_dict({**TINY, "target_width": target}).to_dict()
+                result = {"width": width, "settings": settings, "corpus_fingerprint": corpus_fingerprint(None),
+                          "code_version": code_version(), "regime": {"lr": target * 1e-6}}  # fmt: skip
+                ids[target] = crud.store_calibration(s, result=result).id
+                time.sleep(0.01)  # distinct finished_at
+        with sessions() as s:
+            for target in (1024, 2048, 4096, 512):
+                spec = StudySpec.from_dict({**STUDY, "target_width": target, "proxy_widths": [width]})
+                found = crud.find_calibration(s, key=calibration_key(spec, width))
+                assert (found.id if found else None) == ids.get(target)
+            fixed = StudySpec.from_dict({**STUDY, "proxy_widths": [width], "init_scaling": "fixed"})
+            assert crud.find_calibration(s, key=calibration_key(fixed, width)) is None
 
     def test_openapi_lists_the_calibration_endpoints(self, app_client: TestClient) -> None:
         spec = app_client.get("/openapi.json").json()
