@@ -188,42 +188,56 @@ def claimable(session: Session, *, now: datetime, limit: int = 10) -> list[str]:
     return [*lapsed, *queued]
 
 
-def claim(session: Session, *, study_id: str, owner: str, now: datetime, lease_s: float) -> bool:
-    """Atomically take a study (one UPDATE guarded by its state): two schedulers never both win."""
+def _claim(session: Session, table: type[Study] | type[Calibration], row_id: str, *, owner: str, now: datetime,
+           lease_s: float) -> bool:  # fmt: skip
+    """Take a queued row, or a running one whose lease lapsed, in one UPDATE guarded by its state: of two
+    schedulers racing for it, exactly one sees rowcount 1."""
     lease = now + timedelta(seconds=lease_s)
     took_queued = session.execute(
-        update(Study)
-        .where(Study.id == study_id, Study.status == "queued")
+        update(table)
+        .where(table.id == row_id, table.status == "queued")
         .values(status="running", lease_owner=owner, lease_expires_at=lease, started_at=now)
     )
     if took_queued.rowcount == 1:  # type: ignore[attr-defined]
         return True
     took_lapsed = session.execute(
-        update(Study)
+        update(table)
         .where(
-            Study.id == study_id,
-            Study.status == "running",
-            (Study.lease_expires_at.is_(None)) | (Study.lease_expires_at < now),
+            table.id == row_id,
+            table.status == "running",
+            (table.lease_expires_at.is_(None)) | (table.lease_expires_at < now),
         )
         .values(lease_owner=owner, lease_expires_at=lease)
     )
     return took_lapsed.rowcount == 1  # type: ignore[attr-defined]
 
 
-def renew_lease(session: Session, *, study_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+def _renew(session: Session, table: type[Study] | type[Calibration], row_id: str, *, owner: str, now: datetime,
+           lease_s: float) -> bool:  # fmt: skip
     result = session.execute(
-        update(Study)
-        .where(Study.id == study_id, Study.lease_owner == owner, Study.status == "running")
+        update(table)
+        .where(table.id == row_id, table.lease_owner == owner, table.status == "running")
         .values(lease_expires_at=now + timedelta(seconds=lease_s))
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def _release(session: Session, table: type[Study] | type[Calibration], row_id: str, *, owner: str) -> None:
+    session.execute(update(table).where(table.id == row_id, table.lease_owner == owner).values(lease_expires_at=None))
+
+
+def claim(session: Session, *, study_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    """Atomically take a study (one UPDATE guarded by its state): two schedulers never both win."""
+    return _claim(session, Study, study_id, owner=owner, now=now, lease_s=lease_s)
+
+
+def renew_lease(session: Session, *, study_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    return _renew(session, Study, study_id, owner=owner, now=now, lease_s=lease_s)
+
+
 def release_lease(session: Session, *, study_id: str, owner: str) -> None:
     """Let another scheduler (or this service after a restart) resume the study at once."""
-    session.execute(
-        update(Study).where(Study.id == study_id, Study.lease_owner == owner).values(lease_expires_at=None)
-    )
+    _release(session, Study, study_id, owner=owner)
 
 
 def record_progress(
@@ -349,38 +363,15 @@ def claimable_calibrations(session: Session, *, now: datetime, limit: int = 10) 
 
 def claim_calibration(session: Session, *, calibration_id: str, owner: str, now: datetime, lease_s: float) -> bool:
     """One guarded UPDATE, as `claim` for studies: two schedulers never both win."""
-    lease = now + timedelta(seconds=lease_s)
-    took = session.execute(
-        update(Calibration)
-        .where(Calibration.id == calibration_id, Calibration.status == "queued")
-        .values(status="running", lease_owner=owner, lease_expires_at=lease, started_at=now)
-    )
-    if took.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    took = session.execute(
-        update(Calibration)
-        .where(Calibration.id == calibration_id, Calibration.status == "running",
-               (Calibration.lease_expires_at.is_(None)) | (Calibration.lease_expires_at < now))  # fmt: skip
-        .values(lease_owner=owner, lease_expires_at=lease)
-    )
-    return took.rowcount == 1  # type: ignore[attr-defined]
+    return _claim(session, Calibration, calibration_id, owner=owner, now=now, lease_s=lease_s)
 
 
 def renew_calibration_lease(session: Session, *, calibration_id: str, owner: str, now: datetime, lease_s: float) -> bool:
-    result = session.execute(
-        update(Calibration)
-        .where(Calibration.id == calibration_id, Calibration.lease_owner == owner, Calibration.status == "running")
-        .values(lease_expires_at=now + timedelta(seconds=lease_s))
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    return _renew(session, Calibration, calibration_id, owner=owner, now=now, lease_s=lease_s)
 
 
 def release_calibration_lease(session: Session, *, calibration_id: str, owner: str) -> None:
-    session.execute(
-        update(Calibration)
-        .where(Calibration.id == calibration_id, Calibration.lease_owner == owner)
-        .values(lease_expires_at=None)
-    )
+    _release(session, Calibration, calibration_id, owner=owner)
 
 
 def record_calibration_progress(session: Session, *, calibration_id: str, owner: str, progress: dict[str, Any]) -> None:
