@@ -17,7 +17,8 @@ from tests.alphasearch.test_calibrate import TINY
 
 ARGS = ["calibrate", "--widths", "32", "--depth", "2", "--preset", "smoke", "--lrs", "1e-3,4e-3",
         "--executor", "inprocess", "--json"] + [
-    arg for key in ("steps", "batch_size", "seq_len", "warmup_steps", "eval_interval", "grid", "detect_stalls")
+    arg for key in ("steps", "batch_size", "seq_len", "warmup_steps", "eval_interval", "grid", "detect_stalls",
+                    "target_width")  # the study below is for a 1024-wide target: its proxies start from that init
     for arg in ("--set", f"{key}={json.dumps(TINY[key])}")
 ]  # fmt: skip
 STUDY = ["study", "run", "--preset", "smoke", "--target-width", "1024", "--target-depth", "8", "--executor",
