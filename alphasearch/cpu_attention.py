@@ -4,7 +4,8 @@ Why: on a CPU with native bf16 (AVX512-BF16), torch's CPU flash-attention kernel
 proxy's training step — 40% of it at width 256, seq 256 (docs/benchmarks.md) — in fp32 (36 ms forward +
 backward per layer) and slower still in bf16 (48 ms). At the proxies' short sequences the whole
 (T x T) score matrix per head is small (128 KiB at T = 256), so the textbook form — scores by one batched
-bf16 matmul, softmax, one more matmul — runs on the fast bf16 GEMMs and costs about 27 ms.
+bf16 matmul, softmax, one more matmul — runs on the fast bf16 GEMMs: about 27 ms as one block, about 20 ms
+split into blocks of query rows that skip the masked triangle (`query_blocks`).
 
 Numerics are those of autocast's "math" attention on GPU: q, k, v, the scores and the probabilities are
 bf16 (the matmuls and the softmax accumulate in fp32), so results differ from fp32 flash attention by bf16
