@@ -142,7 +142,7 @@ def main() -> None:
         wait_status(api, training, ("running",), 120)
         time.sleep(5.0)  # let the executor get its trials going
         before = api.get(f"/api/v1/studies/{training}").json()
-        paths = [f"/api/v1/recommendations?width=4096&depth=32", f"/api/v1/studies/{training}"]
+        paths = ["/api/v1/recommendations?width=4096&depth=32", f"/api/v1/studies/{training}"]
         results = [asyncio.run(_load("127.0.0.1", port, p, args.clients, args.seconds, args.warmup)) for p in paths]
         after = api.get(f"/api/v1/studies/{training}").json()
         trials = api.get(f"/api/v1/studies/{training}/trials", params={"limit": 1000}).json()["data"]

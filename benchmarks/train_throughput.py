@@ -100,6 +100,48 @@ def matmul_gflops(
     return samples
 
 
+def linear_gemm_floor(
+    model: nn.Module, tokens: int, device: torch.device, *, dtype: torch.dtype, rounds: int = 5
+) -> dict[str, Any]:
+    """The time one training step would take if it did nothing but its Linear layers' GEMMs.
+
+    Every nn.Linear of `model` costs three GEMMs per step at `tokens` rows: forward x @ W.T, the input
+    gradient g @ W and the weight gradient g.T @ x, in `dtype` (the trainer's compute dtype). Each distinct
+    GEMM is timed `rounds` times after warm-up and its BEST time is used, so `ms` is a lower bound on any
+    step that runs these GEMMs with torch's kernels; attention's own matmuls, every element-wise op and the
+    optimizer come on top. It says how far the measured matmul peak (one large, favourable shape) is from
+    what the model's own shapes can reach: the MFU ceiling is flops / (peak x this floor).
+    """
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            key = (module.in_features, module.out_features)
+            shapes[key] = shapes.get(key, 0) + 1
+    total_s = 0.0
+    flops = 0.0
+    for (fan_in, fan_out), count in shapes.items():
+        x = torch.randn(tokens, fan_in, dtype=dtype, device=device)
+        w = torch.randn(fan_out, fan_in, dtype=dtype, device=device)
+        g = torch.randn(tokens, fan_out, dtype=dtype, device=device)
+        for gemm in (lambda x=x, w=w: x @ w.t(), lambda g=g, w=w: g @ w, lambda g=g, x=x: g.t() @ x):
+            for _ in range(2):
+                gemm()
+            best = math.inf
+            for _ in range(rounds):
+                _sync(device)
+                start = time.perf_counter()
+                gemm()
+                _sync(device)
+                best = min(best, time.perf_counter() - start)
+            total_s += best * count
+            flops += 2.0 * tokens * fan_in * fan_out * count
+    return {
+        "ms": total_s * 1e3,
+        "gflops": flops / total_s / 1e9,
+        "linear_shapes_in_out_count": [[i, o, c] for (i, o), c in shapes.items()],
+    }
+
+
 def peak_shapes(
     cfg: ModelConfig, batch_size: int, seq_len: int, square_n: int
 ) -> dict[str, tuple[int, int, int]]:
@@ -337,6 +379,9 @@ def main(
 
     best_per_shape = {name: max(max(s) for s in rounds) for name, rounds in peak_samples.items()}
     peak_gflops = max(best_per_shape.values())
+    floor = linear_gemm_floor(_ORIGINAL_PROXY(model_cfg), B * T, device, dtype=peak_dtype)
+    # The MFU a step would reach if it were nothing but its Linear GEMMs at their best measured speed.
+    mfu_ceiling = flops_per_token * B * T / (floor["ms"] / 1e3 * peak_gflops * 1e9)
     tps = statistics.median(s["tokens_per_s"] for s in ours)
     xtps = statistics.median(s["tokens_per_s"] for s in theirs)
     mfu = flops_per_token * tps / (peak_gflops * 1e9)
@@ -387,6 +432,11 @@ def main(
         # the same medians over the repeats the machine was (nearly) ours only; "repeats" lists them
         "quiet": quiet_out,
         "flops_per_token": flops_per_token,
+        # Lower bound on a step from its Linear GEMMs alone (best of 5 per GEMM), and the MFU that bound allows.
+        "linear_gemm_floor_ms": round(floor["ms"], 2),
+        "linear_gemm_gflops": round(floor["gflops"], 1),
+        "mfu_ceiling_linear_gemms": round(mfu_ceiling, 4),
+        "linear_shapes_in_out_count": floor["linear_shapes_in_out_count"],
         "peak_gflops_by_shape": {
             name: {
                 "shape_mkn": list(shapes[name]),
@@ -424,6 +474,9 @@ def main(
             "construction, warm-up and evaluation excluded); *_wall: all timed steps end to end",
             "order": "interleaved per repeat: peak, alphasearch, x-transformers",
             "mfu": "flops_per_token * median tokens/s / peak",
+            "linear_gemm_floor": "sum over the model's nn.Linear layers of the best of 5 timings of their "
+            "forward, input-gradient and weight-gradient GEMMs at batch*seq rows, in peak_dtype; "
+            "mfu_ceiling_linear_gemms = flops_per_token * tokens_per_step / (floor * peak)",
         },
         "threads": threads,
         "device": ours[0]["device"],
@@ -457,7 +510,7 @@ def main(
             },
         },
     }
-    if not all(math.isfinite(v) and v > 0 for v in (tps, xtps, peak_gflops, mfu)):
+    if not all(math.isfinite(v) and v > 0 for v in (tps, xtps, peak_gflops, mfu, mfu_ceiling)):
         raise RuntimeError(f"non-finite or non-positive measurement: {out}")
     if as_json:
         print(json.dumps(out, indent=2))
@@ -504,6 +557,10 @@ def _print_table(out: dict[str, Any]) -> None:
             f"  median {p['median']:8.1f}"
         )
     print(f"  peak used for MFU: {out['peak_gflops']:.1f} GFLOP/s (best)")
+    print(
+        f"  the model's Linear GEMMs alone (fwd + both grads, best timings): {out['linear_gemm_floor_ms']:.1f} ms "
+        f"per step at {out['linear_gemm_gflops']:.0f} GFLOP/s -> MFU ceiling {out['mfu_ceiling_linear_gemms'] * 100:.0f}%"
+    )
     print(f"{'':16s}{'tokens/s':>10s}{'step ms':>10s}{'MFU':>8s}   samples (tokens/s; median step)")
     print(
         f"{'alphasearch':16s}{out['tokens_per_s']:10.0f}{out['step_ms']:10.1f}{out['mfu'] * 100:7.1f}%   "

@@ -34,4 +34,8 @@ def test_train_throughput_reports_positive_finite_numbers(capsys: pytest.Capture
     assert out["config"]["width"] == 64 and out["config"]["seq_len"] == 64
     # the x-transformers model is the same configuration: same matmul parameter count
     assert out["config"]["matmul_params"] == out["config"]["xtransformers_matmul_params"]
+    # the Linear-GEMM floor covers every nn.Linear of the tiny model: per layer qkv, proj, gate_up, down; the head
+    assert sum(c for _, _, c in out["linear_shapes_in_out_count"]) == 4 * out["config"]["depth"] + 1
+    for key in ("linear_gemm_floor_ms", "linear_gemm_gflops", "mfu_ceiling_linear_gemms"):
+        assert math.isfinite(out[key]) and out[key] > 0, (key, out[key])
     assert len(out["samples"]["tokens_per_s"]) == len(out["samples"]["xtransformers_tokens_per_s"]) == 1
