@@ -87,7 +87,7 @@ def calibrate(
     depth: Annotated[int | None, typer.Option(help="Proxy depth (default: the preset's first proxy depth).")] = None,
     preset: Annotated[str, typer.Option(help="Study preset whose training regime (steps, batch, seq_len, warmup) "
                                              "is calibrated: smoke | quick | standard | paper-like")] = "quick",
-    lrs: Annotated[str | None, typer.Option(help="Learning-rate ladder, comma-separated (default 1e-3,2e-3,4e-3,8e-3).")] = None,
+    lrs: Annotated[str | None, typer.Option(help="Learning-rate ladder, comma-separated (default 2.5e-3,5e-3,1e-2,2e-2).")] = None,
     seeds: Annotated[int | None, typer.Option(help="Seeds for the seed-noise point (>= 3; default 3).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the calibrations as JSON.")] = False,
     corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: Shakespeare).")] = None,

@@ -79,3 +79,17 @@ def test_calibrate_rejects_bad_input_naming_the_field(env: dict[str, str]) -> No
                              env={"ALPHASEARCH_DATA_DIR": env["ALPHASEARCH_DATA_DIR"]})  # fmt: skip
         assert done.exit_code == 2, done.output
         assert field in done.stderr and "Traceback" not in done.stderr
+
+
+def test_calibrate_help_states_the_real_default_ladder() -> None:
+    """The --lrs help names the ladder the library really uses (it once named an older one)."""
+    import re
+    import typing
+
+    from alphasearch.calibrate import CALIBRATION_DEFAULTS
+    from service.cli import calibrate
+
+    option = typing.get_type_hints(calibrate, include_extras=True)["lrs"].__metadata__[0]
+    match = re.search(r"\(default ([^)]*)\)", option.help)
+    assert match, option.help
+    assert [float(x) for x in match.group(1).split(",")] == CALIBRATION_DEFAULTS["lrs"]
