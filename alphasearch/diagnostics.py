@@ -17,7 +17,7 @@ see no signal) is read off `input_rms` and `saturation` directly.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -30,10 +30,11 @@ SATURATION_LEVEL = 2.0  # tanh(2) = 0.96: beyond this the op passes almost no gr
 def _positions(model: nn.Module) -> list[tuple[str, int, nn.Module]]:
     """(position, layer index, norm module) for every norm of a ProxyLM."""
     out: list[tuple[str, int, nn.Module]] = []
-    for i, block in enumerate(model.blocks):  # type: ignore[attr-defined]
-        out.append(("attn", i, block.norm_attn))
-        out.append(("ffn", i, block.norm_ffn))
-    out.append(("final", 0, model.norm_final))  # type: ignore[attr-defined]
+    blocks = cast(nn.ModuleList, model.blocks)
+    for i, block in enumerate(blocks):
+        out.append(("attn", i, cast(nn.Module, block.norm_attn)))
+        out.append(("ffn", i, cast(nn.Module, block.norm_ffn)))
+    out.append(("final", 0, cast(nn.Module, model.norm_final)))
     return out
 
 
@@ -82,7 +83,7 @@ class Diagnostics:
             idxs = [i for i, (pos, _, _) in enumerate(positions) if pos == key]
             rms = [seen[i][0] for i in idxs]
             sat = [seen[i][1] for i in idxs]
-            alphas = [float(positions[i][2].alpha) if hasattr(positions[i][2], "alpha") else None for i in idxs]
+            alphas = [float(cast(torch.Tensor, positions[i][2].alpha)) if hasattr(positions[i][2], "alpha") else None for i in idxs]
             if key == "final":
                 rms, sat, alphas = rms[0], sat[0], alphas[0]  # type: ignore[assignment]
             self.input_rms[key].append(rms)

@@ -307,6 +307,7 @@ class ProxyLM(nn.Module):
             cfg.norm, cfg.width, alpha0=cfg.alpha_final, bias=cfg.dyt_bias, shift0=cfg.derf_shift
         )
         self.head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)  # untied from tok_emb
+        assert cfg.init_std is not None  # ModelConfig.__post_init__ fills it from init_scaling
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)
@@ -316,6 +317,7 @@ class ProxyLM(nn.Module):
         if not cfg.has_alpha or cfg.embed_scale == "one":
             return 1.0
         if cfg.embed_scale == "unit_rms":
+            assert cfg.init_std is not None  # filled by ModelConfig.__post_init__
             return 1.0 / cfg.init_std  # embedding output RMS ~1 at every width
         return math.sqrt(cfg.width)  # "sqrt_width", the published DyT LLM rule
 

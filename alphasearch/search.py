@@ -205,7 +205,7 @@ class StudyRunner:
 
     # -- set-up ------------------------------------------------------------------------------------
     def _make_lanes(self) -> list[Lane]:
-        spec, lanes = self.spec, []
+        spec, lanes = self.spec, list[Lane]()
         for depth in spec.proxy_depths:
             for width in spec.proxy_widths:
                 for baseline in (False, True) if spec.rmsnorm_baseline else (False,):
@@ -344,7 +344,10 @@ class StudyRunner:
                     failed.append(trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another driver got there first
-        callback = storage.get_heartbeat_stale_trial_callback()
+        # Optuna's own fail_stale_trials only runs on heartbeat storages (RDB; its cached wrapper is one).
+        from optuna.storages._heartbeat import BaseHeartbeat  # what optuna's fail_stale_trials checks
+
+        callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
         for trial_id in failed:
             if callback is not None:
                 callback(lane.study, copy.deepcopy(storage.get_trial(trial_id)))
