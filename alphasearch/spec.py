@@ -153,6 +153,10 @@ class StudySpec:
     # calibrate`, alphasearch/calibrate.py); regimes given here win over calibrated ones.
     use_calibration: bool = False
     regimes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Proxy widths above this one train at lr * lr_falls_above_width / width (Adam's best lr falls about as
+    # 1/width at a fixed parametrisation, as muP's rule for hidden weights has it; measured for `standard`
+    # in docs/science.md); 0: every width trains at `lr`. A `regimes` entry (given or calibrated) wins.
+    lr_falls_above_width: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -240,6 +244,15 @@ class StudySpec:
         for w in self.proxy_widths:
             self.model_config(w, self.proxy_depths[0], 1.0, 1.0)
         self.regimes = _regimes(self.regimes, self.proxy_widths)
+        if self.lr_falls_above_width is None:
+            self.lr_falls_above_width = 0
+        above = self.lr_falls_above_width
+        if isinstance(above, bool) or not isinstance(above, int) or above < 0:
+            raise ConfigError(
+                "lr_falls_above_width",
+                f"got {above!r}; use a width (e.g. 128: wider proxies train at lr * 128 / width) or 0 (one lr "
+                "at every width)",
+            )
         if not isinstance(self.use_calibration, bool):
             raise ConfigError("use_calibration", f"got {self.use_calibration!r}; use true or false")
         missing = [w for w in self.proxy_widths if w not in self.regimes]
@@ -298,7 +311,7 @@ class StudySpec:
         `baseline`: the RMSNorm baseline's run, which takes the regime's `rmsnorm_lr` when it has one (a
         calibration measures the baseline at its own best lr, so the DyT-vs-RMSNorm gap is not flattered)."""
         regime = self.regimes.get(width, {}) if width is not None else {}
-        lr, warmup = regime.get("lr", self.lr), regime.get("warmup_steps", self.warmup_steps)
+        lr, warmup = regime.get("lr", self.lr_at(width)), regime.get("warmup_steps", self.warmup_steps)
         if baseline:
             lr = regime.get("rmsnorm_lr", lr)
         return TrainConfig(
@@ -312,6 +325,14 @@ class StudySpec:
             seed=seed,
         )
 
+    def lr_at(self, width: int | None) -> float:
+        """The lr a proxy of `width` trains at without a `regimes` entry: `lr`, falling as 1/width above
+        `lr_falls_above_width` when that is set."""
+        above = self.lr_falls_above_width or 0
+        if width is None or not above or width <= above:
+            return self.lr
+        return self.lr * above / width
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["alpha_attn_range"] = list(self.alpha_attn_range)
@@ -322,7 +343,8 @@ class StudySpec:
         """Stable id of what this spec computes (the name is a label and does not count)."""
         data = self.to_dict()
         data.pop("name", None)
-        for key in ("use_calibration", "regimes"):  # at their defaults they change nothing: ids stay stable
+        for key in ("use_calibration", "regimes", "lr_falls_above_width"):  # at their defaults they change
+            # nothing: ids of specs from before the field stay stable
             if not data.get(key):
                 data.pop(key, None)
         if not data.get("replicate_best"):  # 0 replicates computes what specs without the field did
@@ -363,7 +385,7 @@ def parse_document(text: str) -> Any:
 
 
 # Fields whose 0 is a real choice (only None takes the preset's value).
-_ZERO_IS_A_CHOICE = frozenset({"replicate_best"})
+_ZERO_IS_A_CHOICE = frozenset({"replicate_best", "lr_falls_above_width"})
 
 
 def _is_unset(value: Any, *, zero_is_a_choice: bool = False) -> bool:

@@ -142,3 +142,27 @@ def test_a_regimes_rmsnorm_lr_trains_only_the_baseline() -> None:
         StudySpec(preset="smoke", target_width=1024, target_depth=8, proxy_widths=[32],
                   regimes={32: {"rmsnorm_lr": -1}})  # fmt: skip
     assert err.value.field == "regimes"
+
+
+def test_lr_falls_as_one_over_width_above_the_given_width_and_a_regime_wins() -> None:
+    spec = StudySpec.from_dict({"preset": "smoke", "target_width": 2048, "target_depth": 24, "lr": 8e-3,
+                                "proxy_widths": [64, 128, 256, 512], "lr_falls_above_width": 128,
+                                "regimes": {"512": {"lr": 1e-3}}})  # fmt: skip
+    assert [spec.train_config(seed=0, width=w).lr for w in (64, 128, 256)] == [8e-3, 8e-3, 4e-3]
+    assert spec.train_config(seed=0, width=256, baseline=True).lr == 4e-3  # the baseline trains where DyT does
+    assert spec.train_config(seed=0, width=512).lr == 1e-3  # an explicit (or calibrated) regime wins
+    off = StudySpec.from_dict({"preset": "smoke", "target_width": 2048, "target_depth": 24, "lr": 8e-3,
+                               "proxy_widths": [64, 512]})  # fmt: skip
+    assert off.lr_falls_above_width == 0 and off.train_config(seed=0, width=512).lr == 8e-3
+    # 0 is a choice: it switches off a preset's rule
+    assert StudySpec.from_dict({"preset": "standard", "target_width": 4096, "target_depth": 32,
+                                "lr_falls_above_width": 0}).lr_falls_above_width == 0  # fmt: skip
+    # the field at its default leaves the ids of older specs unchanged (this one's, from before the field
+    # existed, at commit 5e8bbac); set, it is part of the id
+    assert off.fingerprint() == "78fb77b52b072502"
+    assert spec.fingerprint() != StudySpec.from_dict({**spec.to_dict(), "lr_falls_above_width": 0}).fingerprint()
+    for bad in (-1, 1.5, "wide", True):
+        with pytest.raises(ConfigError, match="lr_falls_above_width") as err:
+            StudySpec.from_dict({"preset": "smoke", "target_width": 2048, "target_depth": 24,
+                                 "lr_falls_above_width": bad})  # fmt: skip
+        assert "0 (one lr" in str(err.value)
