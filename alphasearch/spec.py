@@ -80,7 +80,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq_len": 256,
         "sampler": "tpe",
         "pruner": "asha",
-        "lr": 2e-3,
+        # Calibrated at this run length (docs/science.md, "The `standard` regime"): the best lr is 8e-3 (or
+        # more) at widths 64 and 128, 4e-3 at 256 (8e-3 and 1.6e-2 clearly worse), and at 512 DyT matches
+        # RMSNorm at 2e-3: lr 8e-3 up to width 128, falling as 1/width above it.
+        "lr": 8e-3,
+        "lr_falls_above_width": 128,
         "warmup_steps": 60,
         "eval_interval": 100,
         "rmsnorm_baseline": True,

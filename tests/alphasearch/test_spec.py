@@ -154,7 +154,10 @@ def test_lr_falls_as_one_over_width_above_the_given_width_and_a_regime_wins() ->
     off = StudySpec.from_dict({"preset": "smoke", "target_width": 2048, "target_depth": 24, "lr": 8e-3,
                                "proxy_widths": [64, 512]})  # fmt: skip
     assert off.lr_falls_above_width == 0 and off.train_config(seed=0, width=512).lr == 8e-3
-    # 0 is a choice: it switches off a preset's rule
+    # `standard` trains wider proxies at smaller lrs (calibrated: docs/science.md); 0 is a choice that switches
+    # a preset's rule off
+    standard = StudySpec.from_dict({"preset": "standard", "target_width": 4096, "target_depth": 32})
+    assert [standard.train_config(seed=0, width=w).lr for w in standard.proxy_widths] == [8e-3, 8e-3, 4e-3, 2e-3]
     assert StudySpec.from_dict({"preset": "standard", "target_width": 4096, "target_depth": 32,
                                 "lr_falls_above_width": 0}).lr_falls_above_width == 0  # fmt: skip
     # the field at its default leaves the ids of older specs unchanged (this one's, from before the field
