@@ -29,6 +29,12 @@ from alphasearch.errors import ConfigError
 SAMPLERS = ("grid", "tpe", "gp", "random")
 PRUNERS = ("none", "asha", "median")
 SEARCH_NORMS = ("dyt", "derf")
+# How proxies derive their lr from the target's (StudySpec.target_lr), docs/science.md "Does it transfer?":
+#   "inverse_width": lr(w) = target_lr * target_width / w. Under width-matched init a weight update of Adam's
+#                    size lr changes a layer's output by ~ lr * fan_in relative to the output itself, so this
+#                    gives every proxy the target's relative update per step (muP's rule for hidden weights).
+#   "same":          lr(w) = target_lr at every proxy width.
+LR_RULES = ("inverse_width", "same")
 
 # Presets, sized for the machines they name. Each value says why where it is not obvious.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -161,6 +167,13 @@ class StudySpec:
     # 1/width at a fixed parametrisation, as muP's rule for hidden weights has it; measured for `standard`
     # in docs/science.md); 0: every width trains at `lr`. A `regimes` entry (given or calibrated) wins.
     lr_falls_above_width: int | None = None
+    # The target's own recipe: the peak lr the user will train the target with, and its token budget. With
+    # target_lr, every proxy's lr follows it by `lr_rule` (lr and lr_falls_above_width are then unused; a
+    # `regimes` entry still wins). With target_tokens, proxies train min(tokens_per_trial, target_tokens)
+    # tokens: never longer than the target itself. None: the preset's lr / budget, as before.
+    target_lr: float | None = None
+    target_tokens: int | None = None
+    lr_rule: str = "inverse_width"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -229,6 +242,7 @@ class StudySpec:
         _int("batch_size", self.batch_size, lo=1, hi=65_536)
         _int("seq_len", self.seq_len, lo=2, hi=65_536)
         _int("tokens_per_trial", self.tokens_per_trial, lo=self.batch_size * self.seq_len, hi=10**13)
+        self._validate_target_recipe()
         if self.sampler == "grid" and math.isqrt(self.trials_per_width) ** 2 != self.trials_per_width:
             raise ConfigError(
                 "trials_per_width",
@@ -269,6 +283,25 @@ class StudySpec:
             )
         for w in self.proxy_widths:
             self.train_config(seed=0, width=w)
+
+    def _validate_target_recipe(self) -> None:
+        if self.lr_rule not in LR_RULES:
+            raise ConfigError("lr_rule", f"got {self.lr_rule!r}; use one of {', '.join(LR_RULES)}")
+        tlr = self.target_lr
+        if tlr is not None:
+            if isinstance(tlr, bool) or not isinstance(tlr, (int, float)) or not (math.isfinite(tlr) and 0 < tlr <= 1):
+                raise ConfigError("target_lr", f"got {tlr!r}; use the peak learning rate you will train the "
+                                  "target with, in (0, 1], e.g. 3e-4")
+            self.target_lr = float(tlr)
+            for w in self.proxy_widths:
+                if self.lr_at(w) > 1:
+                    raise ConfigError(
+                        "target_lr", f"lr_rule {self.lr_rule!r} gives proxy width {w} an lr of {self.lr_at(w):.3g} "
+                        "(> 1); use wider proxies, lr_rule 'same', or check target_lr")
+        tt = self.target_tokens
+        if tt is not None:
+            _int("target_tokens", tt, lo=self.batch_size * self.seq_len, hi=10**15)
+            self.tokens_per_trial = min(self.tokens_per_trial, tt)
 
     # -- derived ----------------------------------------------------------------------------------
     @property
@@ -331,7 +364,9 @@ class StudySpec:
 
     def lr_at(self, width: int | None) -> float:
         """The lr a proxy of `width` trains at without a `regimes` entry: `lr`, falling as 1/width above
-        `lr_falls_above_width` when that is set."""
+        `lr_falls_above_width` when that is set; with `target_lr`, the target's lr by `lr_rule`."""
+        if self.target_lr is not None and width is not None:
+            return self.target_lr * (self.target_width / width if self.lr_rule == "inverse_width" else 1.0)
         above = self.lr_falls_above_width or 0
         if width is None or not above or width <= above:
             return self.lr
@@ -351,6 +386,11 @@ class StudySpec:
             # nothing: ids of specs from before the field stay stable
             if not data.get(key):
                 data.pop(key, None)
+        for key in ("target_lr", "target_tokens"):  # unset: the spec computes what it did before them
+            if data.get(key) is None:
+                data.pop(key, None)
+        if data.get("target_lr") is None:
+            data.pop("lr_rule", None)  # the rule only matters with a target_lr
         if not data.get("replicate_best"):  # 0 replicates computes what specs without the field did
             data.pop("replicate_best", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -169,3 +169,30 @@ def test_lr_falls_as_one_over_width_above_the_given_width_and_a_regime_wins() ->
             StudySpec.from_dict({"preset": "smoke", "target_width": 2048, "target_depth": 24,
                                  "lr_falls_above_width": bad})  # fmt: skip
         assert "0 (one lr" in str(err.value)
+
+
+def test_target_lr_sets_every_proxy_lr_by_the_rule_and_a_regime_still_wins() -> None:
+    base = {"preset": "quick", "target_width": 1024, "target_depth": 8, "target_lr": 3e-4}
+    spec = StudySpec.from_dict(base)
+    # inverse_width: lr(w) = target_lr * target_width / w -- the target's relative update per step.
+    assert [spec.train_config(seed=0, width=w).lr for w in spec.proxy_widths] == pytest.approx([9.6e-3, 4.8e-3, 2.4e-3])
+    same = StudySpec.from_dict({**base, "lr_rule": "same"})
+    assert {same.train_config(seed=0, width=w).lr for w in same.proxy_widths} == {3e-4}
+    ruled = StudySpec.from_dict({**base, "regimes": {"64": {"lr": 1e-2}}})
+    assert ruled.train_config(seed=0, width=64).lr == 1e-2 and ruled.train_config(seed=0, width=32).lr == pytest.approx(9.6e-3)
+    # the rule is part of what a study computes; unset, old ids stay as they were
+    assert spec.fingerprint() != same.fingerprint()
+    plain = {"preset": "quick", "target_width": 1024, "target_depth": 8}
+    assert StudySpec.from_dict(plain).fingerprint() == StudySpec.from_dict({**plain, "lr_rule": "same"}).fingerprint()
+
+
+def test_target_tokens_caps_the_proxy_budget_and_bad_recipes_name_the_field() -> None:
+    base = {"preset": "quick", "target_width": 1024, "target_depth": 8}
+    assert StudySpec.from_dict({**base, "target_tokens": 10**12}).steps == 150  # the preset's, never longer
+    assert StudySpec.from_dict({**base, "target_tokens": 32 * 128 * 100}).steps == 100  # never above the target's
+    for bad, field in (({"target_lr": 0}, "target_lr"), ({"target_lr": "3e-4"}, "target_lr"),
+                       ({"target_lr": 0.5}, "target_lr"),  # 0.5 * 1024 / 32 = 16 at width 32
+                       ({"lr_rule": "sqrt"}, "lr_rule"), ({"target_tokens": 10}, "target_tokens")):
+        with pytest.raises(ConfigError, match=field) as err:
+            StudySpec.from_dict({**base, **bad})
+        assert err.value.field == field
