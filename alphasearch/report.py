@@ -138,6 +138,12 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
         level=level,
         study_ids=(study_id,),
     )
+    if spec.target_lr is None:
+        recommendation.warnings.append(
+            "The proxies trained at the preset's lr, not at one derived from your target's: alpha0's optimum "
+            "depends on the lr (a higher lr wants a smaller alpha0). Give target_lr (the lr you will train "
+            "with) and target_tokens so the proxies follow your recipe (docs/science.md, \"Does it transfer?\")."
+        )
     fits = analysis.fit_width_trend(optima, level=level) if len({o.width for o in optima}) > 1 else {}
     if len({o.width for o in optima}) > 1:
         try:

@@ -47,6 +47,10 @@ def study_run(
     target_width: Annotated[int, typer.Option(help="Width (d_model) of the model you will train.")],
     target_depth: Annotated[int, typer.Option(help="Depth (number of blocks) of the model you will train.")],
     preset: Annotated[str, typer.Option(help="smoke | quick | standard | paper-like")] = "quick",
+    target_lr: Annotated[float | None, typer.Option(help="Peak lr you will train the target with; proxies "
+                                                         "derive theirs from it (lr_rule, default inverse_width).")] = None,
+    target_tokens: Annotated[int | None, typer.Option(help="Tokens the target will train on; proxies never train "
+                                                           "longer.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for result.json and the PNGs.")] = Path("alphasearch-out"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the recommendation as JSON.")] = False,
     corpus: Annotated[str | None, typer.Option(help="Text file or folder (default: Shakespeare).")] = None,
@@ -65,6 +69,9 @@ def study_run(
         fields.update(_parse_overrides(set_))
         if corpus is not None:
             fields["corpus"] = corpus
+        for name, value in (("target_lr", target_lr), ("target_tokens", target_tokens)):
+            if value is not None:
+                fields[name] = value
         spec = resolve_study_spec(fields, database_url=database)  # use_calibration: regimes from the database
         report = run_study_locally(spec, database_url=database, executor=executor, console=console)
         written = report.write(out)
