@@ -42,6 +42,7 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models as rdb_models
 
+from alphasearch import points
 from alphasearch.cache import ResultCache, json_safe
 from alphasearch.executor import Executor, Failed, Finished, TrialRequest
 from alphasearch.spec import StudySpec
@@ -73,35 +74,16 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         url,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=GRACE_PERIOD_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=points.STALE_LIMIT - 1),
         **kwargs,
     )
 
 
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler for ask-and-tell: Optuna's calls `study.stop()` once the grid is exhausted, which raises
-    outside `study.optimize`. The driver stops at its own budget (k x k trials), so stopping is not needed."""
-
-    def after_trial(self, study, trial, state, values) -> None:  # type: ignore[no-untyped-def]
-        return None
-
-
-def make_sampler(spec: StudySpec, lane_index: int, *, resumed_after: int = 0) -> optuna.samplers.BaseSampler:
-    # resumed_after: trials the lane already holds. A resumed lane seeded as at its start would replay the
-    # alpha points it has already run (random / startup draws), so the seed moves on with the history.
-    seed = spec.sampler_seed * 1000 + lane_index + 7919 * resumed_after
-    if spec.sampler == "grid":
-        k = math.isqrt(spec.trials_per_width)
-        return AskTellGridSampler(
-            {"alpha_attn": _log_grid(*spec.alpha_attn_range, k), "alpha_ffn": _log_grid(*spec.alpha_ffn_range, k)},
-            seed=seed,
-        )
-    if spec.sampler == "tpe":
-        startup = max(4, spec.trials_per_width // 4)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup)
-    if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=max(4, spec.trials_per_width // 5))
-    return optuna.samplers.RandomSampler(seed=seed)
+def make_sampler(spec: StudySpec, lane_index: int) -> optuna.samplers.BaseSampler:
+    """The sampler a lane's Optuna study is created with. The driver replaces it before each new point
+    (alphasearch.points: grid cells and orphans by PointSampler, other decisions seeded by their number),
+    so no point depends on a sampler's in-memory state, which a restarted driver would not have."""
+    return points.sampler_for(spec, lane_index, 0)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -110,10 +92,6 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=spec.eval_interval)
     return optuna.pruners.NopPruner()
-
-
-def _log_grid(lo: float, hi: float, k: int) -> list[float]:
-    return [float(lo * (hi / lo) ** (i / (k - 1))) for i in range(k)] if k > 1 else [math.sqrt(lo * hi)]
 
 
 @dataclass
@@ -127,6 +105,7 @@ class Lane:
     budget: int  # search trials (1 for the baseline)
     seeds: list[int]  # the seeds every search trial runs
     replicate_seeds: list[int] = field(default_factory=list)  # one replicate trial each, after the search
+    index: int = 0  # the lane's place in the study: part of its sampler seeds (alphasearch.points)
 
     @property
     def label(self) -> str:
@@ -218,8 +197,6 @@ class StudyRunner:
                         direction="minimize",
                         load_if_exists=True,
                     )
-                    if study.trials:  # resuming: draw new points, not the ones the first run drew
-                        study.sampler = make_sampler(spec, len(lanes), resumed_after=len(study.trials))
                     study.set_user_attr("alphasearch_study", self.study_id)
                     study.set_user_attr("spec", json_safe(spec.to_dict()))
                     study.set_user_attr("width", width)
@@ -230,7 +207,7 @@ class StudyRunner:
                     extra = 0 if baseline else spec.replicate_runs
                     replicate_seeds = list(range(spec.first_seed + count, spec.first_seed + count + extra))
                     budget = 1 if baseline else spec.trials_per_width
-                    lanes.append(Lane(width, depth, baseline, study, budget, seeds, replicate_seeds))
+                    lanes.append(Lane(width, depth, baseline, study, budget, seeds, replicate_seeds, len(lanes)))
         return lanes
 
     # -- main loop ---------------------------------------------------------------------------------
@@ -266,9 +243,9 @@ class StudyRunner:
                 for handle, flight in self._flights.items():
                     flight.stop_reason = "cancelled"
                     self.executor.stop(handle, "cancelled")
+            self._heartbeat()  # before _fill, whose reaping would take a trial silent too long for a dead one
             if not cancelled:
                 self._fill()
-            self._heartbeat()
             self._report()
             if not self._flights:
                 if cancelled or self._all_done():
@@ -288,7 +265,7 @@ class StudyRunner:
         states = optuna.trial.TrialState
         trials = self._reap(lane) if reap else lane.study.get_trials(deepcopy=False)
         search = [t for t in trials if REPLICATE_OF not in t.user_attrs]
-        s_done = sum(1 for t in search if _counts_done(t))
+        s_done = sum(1 for t in search if _counts_done(t)) + len(points.given_up(search))
         running = sum(1 for t in trials if t.state == states.RUNNING)
         s_running = sum(1 for t in search if t.state == states.RUNNING)
         n_rep = len(lane.replicate_seeds)
@@ -367,13 +344,13 @@ class StudyRunner:
                 state = self._state(lane)
                 if state.work is None:
                     continue
-                self._start(lane, state)
-                progressed = True
+                progressed = self._start(lane, state) or progressed
 
     def _runs_in_flight(self) -> int:
         return len(self._flights)
 
-    def _start(self, lane: Lane, state: _LaneState) -> None:
+    def _start(self, lane: Lane, state: _LaneState) -> bool:
+        """Start the lane's next trial; False when it must wait (see `_next_point_sampler`)."""
         spec = self.spec
         if lane.baseline:
             trial = lane.study.ask()
@@ -382,7 +359,13 @@ class StudyRunner:
             if state.work == "replicate" and state.best is not None:
                 attrs = {REPLICATE_OF: state.best.number, REPLICATE_SEED: state.seed}
                 lane.study.enqueue_trial(dict(state.best.params), user_attrs=attrs, skip_if_exists=False)
-            # ask() hands out the oldest queued trial first (a replicate, an interrupted or a stale point)
+            elif state.work == "search":
+                sampler = self._next_point_sampler(lane)
+                if sampler is None:
+                    return False
+                lane.study.sampler = sampler
+            # ask() hands out the oldest queued trial first (a replicate, an interrupted or a stale point);
+            # only when none is queued does the sampler set above decide the point.
             trial = lane.study.ask(
                 {
                     "alpha_attn": optuna.distributions.FloatDistribution(*spec.alpha_attn_range, log=True),
@@ -410,6 +393,34 @@ class StudyRunner:
             flight.requests[handle] = (seed, request)
         if not flight.handles:  # every seed came from the cache
             self._finish(flight)
+        return True
+
+    def _next_point_sampler(self, lane: Lane) -> optuna.samplers.BaseSampler | None:
+        """The sampler that hands out the lane's next search point, the same whether or not the study was
+        interrupted before (alphasearch.points), or None when the lane must wait.
+
+        An orphan (a point whose trial was interrupted and never re-queued) runs before anything new. A
+        grid lane then takes its next untaken cell. An adaptive lane (random / tpe / gp) makes decision
+        number `points.decided(...)` with a sampler seeded by that number; while a trial of a dead driver is
+        still RUNNING (not yet failed and re-queued, see `_reap`), it waits rather than decide without that
+        trial's result, which an uninterrupted run would have had.
+        """
+        states = optuna.trial.TrialState
+        trials = lane.study.get_trials(deepcopy=False)
+        orphans = points.orphans(trials)
+        if orphans:
+            return points.PointSampler(orphans[0])
+        queued = any(t.state == states.WAITING for t in trials)
+        if self.spec.sampler == "grid":
+            cell = points.next_grid_point(self.spec, lane.index, trials)
+            if cell is None:  # every cell taken: only a queued trial (re-queued point) may still be handed out
+                return lane.study.sampler if queued else None
+            return points.PointSampler(cell)
+        ours = {f.trial._trial_id for f in self._flights.values()}
+        foreign = any(t.state == states.RUNNING and t._trial_id not in ours and REPLICATE_OF not in t.user_attrs for t in trials)
+        if foreign and not queued:
+            return None
+        return points.sampler_for(self.spec, lane.index, points.decided(trials))
 
     def _cancel_requested(self, *, throttle: bool = False) -> bool:
         """Ask should_cancel (it may query a database): always from the loop, at most every 2 s mid-trial."""
@@ -421,6 +432,7 @@ class StudyRunner:
 
     def _progress_callback(self, flight: _Flight, seed: int) -> Callable[[int, float], str | None]:
         def on_progress(step: int, val_loss: float) -> str | None:
+            self._heartbeat()  # the in-process executor trains inside poll(): the loop's heartbeats wait
             if flight.stop_reason:
                 return flight.stop_reason
             if self._cancel_requested(throttle=True):

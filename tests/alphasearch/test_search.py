@@ -258,3 +258,66 @@ def test_a_trial_left_running_without_a_heartbeat_is_failed_and_rerun_on_resume(
     assert len(complete) == 2
     [retry] = [t for t in complete if t.system_attrs.get("failed_trial") == dead.number]
     assert retry.params == dead.params  # re-queued by RetryHeartbeatStaleTrialCallback, like a stale trial
+
+
+# -- crash consistency (issue 17): a study's points do not depend on interruptions ------------------------
+
+
+class _DriverDied(BaseException):
+    """The driver process dying (kill -9) mid-poll: nothing of the runner's clean-up runs."""
+
+
+class StoppingExecutor(CountingExecutor):
+    """The real in-process executor whose `poll` number `stop_at` (a run in flight, not yet trained) is
+    interrupted as by SIGTERM / Ctrl-C (KeyboardInterrupt) or by the driver dying (_DriverDied)."""
+
+    def __init__(self, stop_at: int, how: type[BaseException]) -> None:
+        super().__init__()
+        self.stop_at, self.how, self.polls = stop_at, how, 0
+
+    def poll(self, timeout):
+        self.polls += 1
+        if self.polls == self.stop_at:
+            raise self.how
+        return super().poll(timeout)
+
+
+def _points(url: str, study_id: str, width: int) -> dict[tuple[float, float], float]:
+    """Each finished search point of a lane and its value; asserts no point finished twice."""
+    done = [t for t in _trials(url, study_id, width) if t.state == COMPLETE and "replicate_of" not in t.user_attrs]
+    points = {(t.params["alpha_attn"], t.params["alpha_ffn"]): t.value for t in done}
+    assert len(points) == len(done), f"a point finished twice in {study_id}: {sorted(points)}"
+    return points
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe"])
+def test_an_interrupted_and_resumed_study_runs_the_same_points_as_an_uninterrupted_one(env, monkeypatch, sampler):
+    """Issue 17: resuming re-seeded the sampler with the trial count, so a resumed grid ran some points twice
+    and others never, and a resumed random/TPE lane drew other points. Stopped twice, by a graceful
+    interrupt and by the driver dying mid-trial, the study must end with the same points and values, and
+    nothing finished is trained again (no result cache here)."""
+    import alphasearch.search as search
+
+    monkeypatch.setattr(search, "HEARTBEAT_INTERVAL_S", 1)
+    monkeypatch.setattr(search, "GRACE_PERIOD_S", 3)  # the dead driver's trial is re-queued after 3 s
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "sampler": sampler, "trials_per_width": 9 if sampler == "grid" else 6})
+    reference = CountingExecutor()
+    assert StudyRunner(spec, "ref", env["url"], reference).run() == "completed"
+    expected = _points(env["url"], "ref", 32)
+    assert len(expected) == spec.trials_per_width
+
+    first = StoppingExecutor(stop_at=3, how=KeyboardInterrupt)  # 2 trials done, the 3rd in flight
+    with pytest.raises(KeyboardInterrupt):
+        StudyRunner(spec, "cut", env["url"], first).run()
+    second = StoppingExecutor(stop_at=3, how=_DriverDied)  # the 3rd again, the 4th, then dies on the 5th
+    with pytest.raises(_DriverDied):
+        StudyRunner(spec, "cut", env["url"], second).run()
+    assert [t.state for t in _trials(env["url"], "cut", 32)].count(RUNNING) == 1  # left by the dead driver
+    last = CountingExecutor()
+    assert StudyRunner(spec, "cut", env["url"], last).run() == "completed"
+
+    assert _points(env["url"], "cut", 32) == expected  # same points, same losses
+    trials = _trials(env["url"], "cut", 32)
+    assert not [t for t in trials if t.state in (RUNNING, optuna.trial.TrialState.WAITING)]
+    # Each point trained once, plus one run per interruption (the run in flight, lost each time).
+    assert first.submitted + second.submitted + last.submitted == spec.trials_per_width + 2
