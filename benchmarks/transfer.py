@@ -75,7 +75,8 @@ class Truth:
     replicated: dict[tuple[float, float], list[float]]  # point -> loss per seed (all seeds)
     best: tuple[float, float]
     best_losses: list[float]
-    seed_std: float  # pooled over the replicated points
+    seed_std: float  # at the measured optimum: the unit regret is given in
+    pooled_seed_std: float  # over the five replicated points (one bimodal point can inflate it)
     stalled_or_diverged: int
     rmsnorm: list[float] = field(default_factory=list)
 
@@ -128,6 +129,7 @@ def measure_truth(store: RunStore, width: int, lr: float, seeds: int, processes:
     rms = [store.loss(_run(width, lr, 1.0, 1.0, s, norm="rmsnorm")) for s in all_seeds]
     return Truth(
         width, lr, all_seeds, {p: seed0(p) for p in points}, replicated, best, replicated[best],
+        statistics.stdev(replicated[best]) if len(all_seeds) > 1 else math.nan,
         math.sqrt(sum(d * d for d in devs) / max(1, dof)), bad, [x for x in rms if x is not None],
     )
 
@@ -178,7 +180,7 @@ def regret(store: RunStore, truth: Truth, pair: tuple[float, float]) -> dict[str
     se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
     return {
         "pair": list(pair), "losses": losses, "mean_loss": statistics.fmean(losses),
-        "regret": mean, "regret_se": se, "regret_in_seed_std": mean / truth.seed_std if truth.seed_std else None,
+        "regret": mean, "regret_se": se, "regret_in_seed_std": mean / truth.seed_std if truth.seed_std > 0 else None,
     }
 
 
@@ -192,7 +194,7 @@ def markdown(out: dict[str, Any]) -> str:
              "regret / seed std | attn, ffn vs measured (x) | 90% interval at the target (attn; ffn) | evidence |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in out["targets"]:
-        head = f"{t['width']} ({t['lr']:g}) | {_fmt_pair(t['measured_optimum'])}: {t['best_mean_loss']:.4f}, seed std {t['seed_std']:.4f}"
+        head = f"{t['width']} ({t['lr']:g}) | {_fmt_pair(t['measured_optimum'])}: {t['best_mean_loss']:.4f}, seed std {t['seed_std']:.4f} (pooled {t['pooled_seed_std']:.4f})"
         for name, r in {**t["defaults"], **t["studies"]}.items():
             reg = r["regret"]
             reg_s = "stalled/diverged" if not math.isfinite(reg) else f"{reg:+.4f} (± {r.get('regret_se', math.nan):.4f})"
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = measure_truth(store, width, lr, args.seeds, args.processes, log, args.grid)
         entry: dict[str, Any] = {
             "width": width, "lr": lr, "measured_optimum": list(truth.best), "best_mean_loss": truth.best_mean,
-            "seed_std": truth.seed_std, "rmsnorm_mean_loss": statistics.fmean(truth.rmsnorm) if truth.rmsnorm else None,
+            "seed_std": truth.seed_std, "pooled_seed_std": truth.pooled_seed_std, "rmsnorm_mean_loss": statistics.fmean(truth.rmsnorm) if truth.rmsnorm else None,
             "grid_runs": len(truth.coarse), "grid_not_completed": truth.stalled_or_diverged,
             "replicated": {f"{a:g},{f:g}": v for (a, f), v in truth.replicated.items()},
             "defaults": {}, "studies": {},
