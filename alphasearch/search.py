@@ -7,15 +7,20 @@ Every Optuna study lives in the same database as the rest of alphasearch and is 
     >>> s = optuna.load_study(study_name="alphasearch/3f2a.../w64-d4", storage="sqlite:///...")  # doctest: +SKIP
 
 How trials are recorded (what a reader of the Optuna tables needs to know):
-- user attr `outcome`: completed | diverged | stalled | pruned | failed | cancelled | interrupted.
+- user attr `outcome`: completed | diverged | stalled | pruned | failed | cancelled | interrupted | stale;
+  every trial that ended without a result says why in user attr `errors` (stale lease, interrupted,
+  worker crash, cancelled). An interrupted point's re-run has user attr `rerun_of`; a stale one's has
+  Optuna's system attr `failed_trial`.
 - completed: state COMPLETE, value = mean final val loss over the trial's seeds.
 - diverged: a RESULT, never retried. State COMPLETE with value = ln(vocab) (the loss of knowing nothing)
   so samplers steer away from the unstable region; `diverged_at_step` says where. The analysis reads
   `outcome` and keeps diverged trials out of the loss surface.
 - stalled: a RESULT, never retried: the run's val loss never got clearly below the corpus's unigram
   entropy (it learned nothing input-dependent). State COMPLETE with its real val loss; `stalled_at_step`.
-- pruned: state PRUNED (Optuna's own). cancelled / interrupted: state FAIL, not counted towards the
-  budget, so resuming the study runs that point again (interrupted points are re-queued first).
+- pruned: state PRUNED (Optuna's own). cancelled / interrupted / stale: state FAIL, not counted towards the
+  budget, so resuming the study runs that point again (interrupted and stale points are re-queued; a
+  cancelled one runs before any new point: alphasearch/points.py). Which points a lane runs never depends
+  on whether it was interrupted: see alphasearch/points.py.
 - failed: a crash. Infrastructure failures (a worker died) are re-run up to `max_retries` times; Optuna's
   heartbeat + RetryHeartbeatStaleTrialCallback re-queue trials whose driver died mid-flight. A RUNNING
   trial that never got its first heartbeat (the driver died between `ask` and `record_heartbeat`) is
@@ -58,6 +63,21 @@ HEARTBEAT_INTERVAL_S = 5  # in-flight trials are marked alive this often
 GRACE_PERIOD_S = 20  # a RUNNING trial silent this long belongs to a dead driver: fail + re-queue it
 PARAMS = ("alpha_attn", "alpha_ffn")
 REPLICATE_OF, REPLICATE_SEED = "replicate_of", "replicate_seed"  # user attrs of a replicate trial
+RERUN_OF = "rerun_of"  # user attr of an interrupted point's re-queued trial: the interrupted trial's number
+VERDICT_ATTRS = ("outcome", "errors")  # what a trial's end says about it (never copied onto its re-run)
+
+
+# Why a trial ended without a result (its `errors`; service/trials.py turns them into the trials API's `reason`).
+STALE = (
+    "stale lease: the driver running this trial stopped renewing its heartbeat for over {grace} s (it died or "
+    "was killed)"
+)
+STALE_UNSTARTED = "stale lease: the driver died between starting this trial and its first heartbeat ({grace} s ago or more)"
+INTERRUPTED = (
+    "interrupted: the driver was stopped while this trial ran (service shutdown, SIGTERM or Ctrl-C); the point "
+    "runs again first when the study resumes"
+)
+CANCELLED = "cancelled: the study was cancelled while this trial ran"
 
 
 def optuna_study_name(study_id: str, width: int, depth: int, *, baseline: bool = False) -> str:
@@ -74,9 +94,20 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
         url,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=GRACE_PERIOD_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=points.STALE_LIMIT - 1),
+        heartbeat_stale_trial_callback=RequeueStale(max_retry=points.STALE_LIMIT - 1),
         **kwargs,
     )
+
+
+class RequeueStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's re-queue of a stale trial (same params, a new WAITING trial that records `failed_trial`),
+    without the stale trial's own verdict (`outcome`, `errors`), which would otherwise be copied onto the
+    re-run and describe it wrongly."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in VERDICT_ATTRS}
+        super().__call__(study, trial)
 
 
 def make_sampler(spec: StudySpec, lane_index: int) -> optuna.samplers.BaseSampler:
@@ -126,6 +157,7 @@ class _Flight:
     errors: list[str] = field(default_factory=list)
     retries: int = 0
     stop_reason: str | None = None
+    reported: set[int] = field(default_factory=set)  # steps reported to Optuna (once each, across retries)
 
 
 @dataclass
@@ -228,10 +260,12 @@ class StudyRunner:
             for handle in flight.handles:
                 self.executor.stop(handle, "cancelled")
             flight.trial.set_user_attr("outcome", "interrupted")
+            flight.trial.set_user_attr("errors", [*flight.errors, INTERRUPTED])
             flight.lane.study.tell(flight.trial, state=optuna.trial.TrialState.FAIL)
             if flight.trial.params:
                 keep = (REPLICATE_OF, REPLICATE_SEED) if flight.replicate else ()
-                attrs = {k: flight.trial.user_attrs[k] for k in keep} or None
+                attrs = {k: flight.trial.user_attrs[k] for k in keep}
+                attrs[RERUN_OF] = flight.trial.number
                 flight.lane.study.enqueue_trial(flight.trial.params, user_attrs=attrs, skip_if_exists=False)
         self._flights.clear()
 
@@ -293,34 +327,44 @@ class StudyRunner:
     def _reap(self, lane: Lane) -> list[optuna.trial.FrozenTrial]:
         """The lane's trials, after failing + re-queueing those of a dead driver.
 
-        Optuna's `fail_stale_trials` only sees trials whose heartbeat went silent. A driver that died
+        Does what Optuna's `fail_stale_trials` does (trials whose heartbeat went silent for the grace
+        period are failed and handed to the stale-trial callback), and first records why on each one
+        (outcome "stale", the reason in `errors`), which Optuna does not. It also covers a gap: a driver that died
         between `study.ask()` and its first `record_heartbeat` leaves a RUNNING trial with no heartbeat at
         all, which Optuna would keep RUNNING forever (and the lane would wait on it forever). Such a trial,
         not one of ours and started more than GRACE_PERIOD_S ago, is failed and handed to the storage's
         stale-trial callback (RetryHeartbeatStaleTrialCallback re-queues its params), like a stale one.
         """
-        optuna.storages.fail_stale_trials(lane.study)
+        storage = lane.study._storage  # the study's (cached) view of self.storage, as fail_stale_trials uses
+        grace = self.storage.grace_period or 2 * HEARTBEAT_INTERVAL_S
+        ours = {f.trial._trial_id for f in self._flights.values()}  # alive, whatever their heartbeat says
+        stale_ids = storage._get_stale_trial_ids(lane.study._study_id)  # what Optuna's fail_stale_trials fails
+        silent = {t: STALE.format(grace=grace) for t in stale_ids if t not in ours}
         trials = lane.study.get_trials(deepcopy=False)
-        ours = {f.trial._trial_id for f in self._flights.values()}
-        cutoff = datetime.now() - timedelta(seconds=self.storage.grace_period or 2 * HEARTBEAT_INTERVAL_S)
+        cutoff = datetime.now() - timedelta(seconds=grace)
         old = [
             t._trial_id
             for t in trials
             if t.state == optuna.trial.TrialState.RUNNING
             and t._trial_id not in ours
+            and t._trial_id not in silent
             and t.datetime_start is not None
             and t.datetime_start < cutoff  # both from datetime.now() on a driver, as Optuna records it
         ]
-        if not old:
+        if old:
+            never = sorted(set(old) - _with_heartbeat(self.storage, old))
+            silent.update({trial_id: STALE_UNSTARTED.format(grace=grace) for trial_id in never})
+        if not silent:
             return trials
-        storage = lane.study._storage  # the study's (cached) view of self.storage, as fail_stale_trials uses
         failed = []
-        for trial_id in sorted(set(old) - _with_heartbeat(self.storage, old)):
-            try:
+        for trial_id, why in sorted(silent.items()):
+            try:  # the verdict first: a finished trial takes no more attributes
+                storage.set_trial_user_attr(trial_id, "outcome", "stale")
+                storage.set_trial_user_attr(trial_id, "errors", [why])
                 if storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL):
                     failed.append(trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another driver got there first
+                pass  # its driver finished it after all, or another driver got there first
         # Optuna's own fail_stale_trials only runs on heartbeat storages (RDB; its cached wrapper is one).
         from optuna.storages._heartbeat import BaseHeartbeat  # what optuna's fail_stale_trials checks
 
@@ -399,11 +443,13 @@ class StudyRunner:
         """The sampler that hands out the lane's next search point, the same whether or not the study was
         interrupted before (alphasearch.points), or None when the lane must wait.
 
-        An orphan (a point whose trial was interrupted and never re-queued) runs before anything new. A
-        grid lane then takes its next untaken cell. An adaptive lane (random / tpe / gp) makes decision
-        number `points.decided(...)` with a sampler seeded by that number; while a trial of a dead driver is
-        still RUNNING (not yet failed and re-queued, see `_reap`), it waits rather than decide without that
-        trial's result, which an uninterrupted run would have had.
+        An orphan (a point whose trial was interrupted and never re-queued) runs before anything new. While
+        a trial of a dead driver is still RUNNING (not yet failed and re-queued by `_reap`, up to
+        GRACE_PERIOD_S after the death), the lane waits rather than start a new point: the points then run
+        in the order an uninterrupted run ran them, so what depends on that order is the same too (an
+        adaptive sampler's next decision, the pruner's verdicts, the analysis's sums). Then a grid lane
+        takes its next untaken cell, and an adaptive lane (random / tpe / gp) makes decision number
+        `points.decided(...)` with a sampler seeded by that number.
         """
         states = optuna.trial.TrialState
         trials = lane.study.get_trials(deepcopy=False)
@@ -411,15 +457,14 @@ class StudyRunner:
         if orphans:
             return points.PointSampler(orphans[0])
         queued = any(t.state == states.WAITING for t in trials)
+        ours = {f.trial._trial_id for f in self._flights.values()}
+        if not queued and any(t.state == states.RUNNING and t._trial_id not in ours for t in trials):
+            return None  # a dead driver's trial: wait for `_reap` to re-queue it (see the docstring)
         if self.spec.sampler == "grid":
             cell = points.next_grid_point(self.spec, lane.index, trials)
             if cell is None:  # every cell taken: only a queued trial (re-queued point) may still be handed out
                 return lane.study.sampler if queued else None
             return points.PointSampler(cell)
-        ours = {f.trial._trial_id for f in self._flights.values()}
-        foreign = any(t.state == states.RUNNING and t._trial_id not in ours and REPLICATE_OF not in t.user_attrs for t in trials)
-        if foreign and not queued:
-            return None
         return points.sampler_for(self.spec, lane.index, points.decided(trials))
 
     def _cancel_requested(self, *, throttle: bool = False) -> bool:
@@ -441,6 +486,9 @@ class StudyRunner:
                 return "cancelled"
             if flight.replicate or seed != flight.seeds[0] or not math.isfinite(val_loss):
                 return None  # the first seed speaks for a search trial in pruning; replicates are never pruned
+            if step in flight.reported:
+                return None  # a re-run of this trial's run after a worker died: Optuna keeps the first value
+            flight.reported.add(step)
             flight.trial.report(val_loss, step)
             if flight.trial.should_prune():
                 flight.stop_reason = "pruned"
@@ -461,7 +509,7 @@ class StudyRunner:
         if isinstance(event, Failed):
             if event.infrastructure and flight.retries < self.max_retries and not flight.stop_reason:
                 flight.retries += 1  # the worker died, not the run: run it again elsewhere
-                flight.errors.append(f"retry {flight.retries}: {event.error}")
+                flight.errors.append(f"worker crash, run again (retry {flight.retries}): {event.error}")
                 flight.handles.discard(event.handle)  # else the trial waits forever on the dead run
                 handle = self.executor.submit(request, self._progress_callback(flight, seed))
                 flight.handles.add(handle)
@@ -485,9 +533,10 @@ class StudyRunner:
             "seed_losses": [r.final_val_loss for r in results],
             "runs": [_run_summary(r) for r in results],
         }
-        if flight.errors:
-            attrs["errors"] = [e[-2000:] for e in flight.errors]
         outcome, value, state = _classify(flight, results)
+        errors = [*flight.errors, CANCELLED] if outcome == "cancelled" else flight.errors
+        if errors:
+            attrs["errors"] = [e[-2000:] for e in errors]
         attrs["outcome"] = outcome
         if outcome == "diverged":
             attrs["diverged_at_step"] = min(r.diverged_at_step or 0 for r in results if r.diverged)

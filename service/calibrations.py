@@ -8,7 +8,6 @@ The measuring itself is alphasearch/calibrate.py; the scheduler runs queued rows
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -17,34 +16,32 @@ from alphasearch.calibrate import CalibrationSettings, WidthCalibration, parse_w
 from alphasearch.errors import ConfigError, DataError
 from alphasearch.spec import StudySpec
 from service import crud
+from service.corpora import Corpora
 from service.models import Calibration
 
 
-def settings_from_fields(fields: dict[str, Any]) -> tuple[list[int], CalibrationSettings, str]:
-    """(widths, settings, corpus fingerprint) from a request's fields, or ConfigError naming the field."""
+def settings_from_fields(fields: dict[str, Any], corpora: Corpora) -> tuple[list[int], CalibrationSettings, str]:
+    """(widths, settings, corpus fingerprint) from a request's fields, or ConfigError naming the field.
+
+    `corpus` must name a corpus the server owns (service/corpora.py); the settings keep its name."""
     fields = dict(fields)
     widths = parse_widths(fields.pop("widths", None))
+    path = corpora.path_of(fields.get("corpus"))  # before anything reads it
     settings = CalibrationSettings.from_dict(fields)
     for width in widths:
         settings.check_width(width)
-    return widths, settings, corpus_fingerprint(settings.corpus)
+    return widths, settings, corpus_fingerprint(path, settings.corpus)
 
 
-def corpus_fingerprint(corpus: str | None) -> str:
+def corpus_fingerprint(path: str | None, name: str | None = None) -> str:
+    """The content fingerprint of the corpus at `path` (None: the default); errors name it by `name`."""
     from alphasearch.data import load_corpus
 
-    if corpus is not None:
-        try:
-            exists = Path(corpus).expanduser().exists()
-        except (RuntimeError, ValueError, OSError):  # "~nosuchuser/...", NUL bytes
-            exists = False
-        if not exists:
-            raise ConfigError("corpus", f"{corpus!r} does not exist on the server; give a text file or folder the "
-                                        "server can read, or leave corpus out for the default")  # fmt: skip
     try:
-        return load_corpus(corpus).fingerprint
+        return load_corpus(path).fingerprint
     except (DataError, OSError) as exc:
-        raise ConfigError("corpus", f"{exc}; give another text file or folder") from exc
+        detail = str(exc).replace(path, repr(name)) if path else str(exc)  # never echo the server's path
+        raise ConfigError("corpus", f"{detail}; give another corpus") from exc
 
 
 def finder(session: Session) -> Callable[[dict[str, Any]], WidthCalibration | None]:

@@ -86,6 +86,16 @@ def list_studies(
     return list(rows), count
 
 
+def active_users_of_corpus(session: Session, *, corpus: str) -> list[str]:
+    """Ids of the queued or running studies and calibrations whose `corpus` is this name."""
+    studies = session.execute(select(Study.id, Study.spec).where(Study.status.in_(("queued", "running")))).all()
+    users = [f"study {sid}" for sid, spec in studies if (spec or {}).get("corpus") == corpus]
+    calibrations = session.scalars(
+        select(Calibration.id).where(Calibration.status.in_(("queued", "running")), Calibration.corpus == corpus)
+    ).all()
+    return users + [f"calibration {cid}" for cid in calibrations]
+
+
 def count_by_status(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Study.status, func.count()).group_by(Study.status)).all())
 

@@ -6,6 +6,10 @@ studies instead of starting over.
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -42,9 +46,28 @@ def run_study_locally(
         f"depths {spec.proxy_depths}; database {url}"
     )
     cache = ResultCache(default_data_dir() / "cache")
-    with make_executor(executor) as ex, StudyProgress(console) as bars:
+    with _sigterm_as_interrupt(), make_executor(executor) as ex, StudyProgress(console) as bars:
         StudyRunner(spec, study_id, url, ex, cache=cache, on_progress=bars.update).run()
     return build_report(spec, study_id, url)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a container stop) stops the study like Ctrl-C does: the trials in flight are closed
+    as interrupted and their points re-queued, so the next run resumes at once instead of waiting out the
+    dead driver's grace period (alphasearch.search.StudyRunner.run)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live on the main thread
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _sessions(database_url: str | None):  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,6 +41,7 @@ from alphasearch.executor import Executor
 from alphasearch.search import LaneProgress, StudyRunner
 from alphasearch.spec import StudySpec
 from service import crud
+from service.corpora import Corpora
 from service.db import transaction
 from service.local import make_executor
 from service.models import utcnow
@@ -248,10 +250,12 @@ class Scheduler:
         log.info("running study %s", study_id)
         try:
             spec = StudySpec.from_dict(spec_data)
+            # The stored spec names its corpus; only the run sees the path (service/corpora.py).
+            runnable = replace(spec, corpus=Corpora.from_settings(self.settings).path_of(spec.corpus))
             watch = _StudyWatch(self, study_id, total)
             cache = ResultCache(self.settings.resolved_data_dir / "cache")
             with self.executor_factory(self.settings.executor) as executor:
-                runner = StudyRunner(spec, study_id, url, executor, cache=cache, on_progress=watch.on_progress,
+                runner = StudyRunner(runnable, study_id, url, executor, cache=cache, on_progress=watch.on_progress,
                                      should_cancel=watch.should_cancel)  # fmt: skip
                 outcome = runner.run()
         except SchedulerStopping:
@@ -324,7 +328,8 @@ class Scheduler:
                 )  # fmt: skip
 
         try:
-            settings = CalibrationSettings.from_dict(settings_data)
+            named = CalibrationSettings.from_dict(settings_data)
+            settings = replace(named, corpus=Corpora.from_settings(self.settings).path_of(named.corpus))
             cache = ResultCache(self.settings.resolved_data_dir / "cache")
             with self.executor_factory(self.settings.executor) as executor:
                 [result] = calibrate([width], settings, executor=executor, cache=cache, on_progress=on_progress,
@@ -340,6 +345,7 @@ class Scheduler:
                 crud.finish_calibration(s, calibration_id=calibration_id, owner=self.owner, result=None,
                                         error=_short_error(exc))  # fmt: skip
             return
+        result.settings = {**result.settings, "corpus": named.corpus}  # the name, never the server's path
         with transaction(self.sessions) as s:
             crud.finish_calibration(s, calibration_id=calibration_id, owner=self.owner, result=result.to_dict(),
                                     error=result.error)  # fmt: skip

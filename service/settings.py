@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # database); changes made by this process show at once (service/snapshots.py).
     study_cache_ttl_s: float = Field(default=1.0, ge=0)
     db_wait_s: float = Field(default=30.0, ge=0)  # start-up waits this long for the database
+    # Corpora (service/corpora.py): over the API a study names an uploaded corpus or one under corpus_dir,
+    # never a path of the client's choosing. Uploads larger than max_corpus_bytes get 413.
+    corpus_dir: Path | None = None
+    max_corpus_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
 
     @cached_property
     def resolved_data_dir(self) -> Path:

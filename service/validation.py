@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from alphasearch.errors import ConfigError
 from alphasearch.spec import PRESETS, StudySpec, parse_document
 from service.api.schemas import StudyCreate
+from service.corpora import Corpora
 
 
 def request_hash(data: Any) -> str:
@@ -34,17 +35,20 @@ def config_error_from_pydantic(exc: ValidationError) -> ConfigError:
     return ConfigError(field, message)
 
 
-def spec_from_fields(fields: dict[str, Any], session: Any = None) -> StudySpec:
+def spec_from_fields(fields: dict[str, Any], session: Any, corpora: Corpora) -> StudySpec:
     """Fields already type-checked by StudyCreate -> a StudySpec, or ConfigError.
 
-    With `use_calibration` and a database `session`, `regimes` is filled from the stored calibrations.
+    `corpus` must name a corpus the server owns (`corpora`), checked before anything reads it. With
+    `use_calibration` and a database `session`, `regimes` is filled from the stored calibrations (looked up
+    by the corpus's content); the spec keeps the corpus's name, never its path on the server.
     """
     fields = {k: v for k, v in fields.items() if v is not None}  # null = "take the preset's value"
+    path = corpora.path_of(fields.get("corpus"))
     try:
         if fields.get("use_calibration") and session is not None:
             from service.calibrations import resolve_spec
 
-            spec = resolve_spec(fields, session)
+            spec = replace(resolve_spec({**fields, "corpus": path}, session), corpus=fields.get("corpus"))
         else:
             spec = StudySpec.from_dict(fields)
     except ConfigError:
@@ -55,7 +59,7 @@ def spec_from_fields(fields: dict[str, Any], session: Any = None) -> StudySpec:
     return spec
 
 
-def spec_from_data(data: Any, session: Any = None) -> StudySpec:
+def spec_from_data(data: Any, session: Any, corpora: Corpora) -> StudySpec:
     """Any JSON value (one batch entry) -> a StudySpec, or ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("spec", f"expected an object of StudySpec fields, got {type(data).__name__}")
@@ -63,7 +67,7 @@ def spec_from_data(data: Any, session: Any = None) -> StudySpec:
         model = StudyCreate.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_pydantic(exc) from None
-    return spec_from_fields(model.model_dump(exclude_unset=True), session)
+    return spec_from_fields(model.model_dump(exclude_unset=True), session, corpora)
 
 
 def _service_checks(spec: StudySpec, given: dict[str, Any]) -> None:
@@ -73,10 +77,6 @@ def _service_checks(spec: StudySpec, given: dict[str, Any]) -> None:
             "max_total_tokens",
             f"the server caps a {spec.preset!r} study at {cap:,} training tokens; leave max_total_tokens out "
             "or lower it, or use a larger preset",
-        )
-    if spec.corpus is not None and not Path(spec.corpus).expanduser().exists():
-        raise ConfigError(
-            "corpus", f"{spec.corpus!r} does not exist on the server; give a text file or folder the server can read"
         )
 
 
@@ -104,7 +104,9 @@ def parse_batch_text(text: str) -> Any:
     return parse_document(text)
 
 
-def validate_batch(entries: list[Any], *, limit: int, session: Any = None) -> tuple[list[StudySpec], list[dict[str, Any]]]:
+def validate_batch(
+    entries: list[Any], *, limit: int, session: Any, corpora: Corpora
+) -> tuple[list[StudySpec], list[dict[str, Any]]]:
     """(specs, errors): errors holds one {index, field, message} per bad entry; specs is empty if any."""
     from service.api.errors import field_error
 
@@ -115,7 +117,7 @@ def validate_batch(entries: list[Any], *, limit: int, session: Any = None) -> tu
     specs, errors = [], []
     for index, entry in enumerate(entries):
         try:
-            specs.append(spec_from_data(entry, session))
+            specs.append(spec_from_data(entry, session, corpora))
         except ConfigError as exc:
             errors.append(field_error(exc.field, exc.message, index=index, kind="config_error"))
     return ([] if errors else specs), errors

@@ -1,4 +1,4 @@
-"""Request dependencies as Annotated aliases: SessionDep, SettingsDep, and the write guard."""
+"""Request dependencies as Annotated aliases: SessionDep, SettingsDep, CorporaDep, and the write guard."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service.corpora import Corpora
 from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="Needed for writes when the server has ALPHASEARCH_API_TOKEN set.")
@@ -24,8 +25,13 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_corpora(request: Request) -> Corpora:
+    return Corpora.from_settings(request.app.state.settings)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+CorporaDep = Annotated[Corpora, Depends(get_corpora)]  # the corpora a request may name (service/corpora.py)
 
 
 def require_writer(

@@ -110,6 +110,11 @@ class TrialPublic(BaseModel):
     number: int
     state: str
     outcome: str | None
+    reason: str | None = Field(
+        default=None,
+        description="why the trial ended without a result (stale lease, interrupted, worker crash, cancelled, "
+        "pruned) and which trial re-runs its point, or which trial it re-runs; null for a plain result",
+    )
     alpha_attn: float | None
     alpha_ffn: float | None
     value: float | None
@@ -120,6 +125,23 @@ class TrialPublic(BaseModel):
     duration_s: float | None
     errors: list[str] = []
     runs: list[dict[str, Any]] = Field(default=[], description="per seed: val curve, learned alphas, diagnostics")
+
+
+class CorpusPublic(BaseModel):
+    """A corpus the server owns; give its `corpus` as a study's or calibration's `corpus`."""
+
+    corpus: str = Field(description="the value for a study's `corpus` field: upload:<sha256>, or a name in the "
+                                    "server's corpus folder (ALPHASEARCH_CORPUS_DIR)")  # fmt: skip
+    kind: Literal["uploaded", "server"]
+    name: str
+    size_bytes: int | None = Field(description="null for a folder in the server's corpus folder")
+    sha256: str | None = None
+    uploaded_at: str | None = None
+
+
+class CorporaPublic(BaseModel):
+    data: list[CorpusPublic]
+    count: int
 
 
 class TrialsPublic(BaseModel):

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from alphasearch.cache import ResultCache
-from alphasearch.executor import InProcessExecutor
+from alphasearch.executor import Failed, Finished, InProcessExecutor
 from alphasearch.report import build_report
 from alphasearch.search import StudyRunner, make_storage, optuna_study_name
 from alphasearch.spec import StudySpec
@@ -319,5 +319,39 @@ def test_an_interrupted_and_resumed_study_runs_the_same_points_as_an_uninterrupt
     assert _points(env["url"], "cut", 32) == expected  # same points, same losses
     trials = _trials(env["url"], "cut", 32)
     assert not [t for t in trials if t.state in (RUNNING, optuna.trial.TrialState.WAITING)]
+    # Each trial that ended without a result says why, and its re-run does not inherit that verdict.
+    interrupted, stale = (t for t in trials if t.state == FAIL)
+    assert interrupted.user_attrs["outcome"] == "interrupted"
+    assert interrupted.user_attrs["errors"][-1].startswith("interrupted: the driver was stopped")
+    assert stale.user_attrs["outcome"] == "stale" and stale.user_attrs["errors"][0].startswith("stale lease")
+    reruns = {t.number: t for t in trials if t.state == COMPLETE}
+    [rerun_of_interrupted] = [t for t in reruns.values() if t.user_attrs.get("rerun_of") == interrupted.number]
+    [rerun_of_stale] = [t for t in reruns.values() if t.system_attrs.get("failed_trial") == stale.number]
+    for rerun, origin in ((rerun_of_interrupted, interrupted), (rerun_of_stale, stale)):
+        assert rerun.params == origin.params
+        assert rerun.user_attrs["outcome"] == "completed" and "errors" not in rerun.user_attrs
     # Each point trained once, plus one run per interruption (the run in flight, lost each time).
     assert first.submitted + second.submitted + last.submitted == spec.trials_per_width + 2
+
+
+class WorkerDiesOnceExecutor(CountingExecutor):
+    """The first run trains (reporting its val losses), then its "worker dies": Failed(infrastructure=True)."""
+
+    def poll(self, timeout):
+        events = super().poll(timeout)
+        if self.submitted == 1 and events and isinstance(events[0], Finished):
+            return [Failed(events[0].handle, "RayActorError: the worker died", infrastructure=True)]
+        return events
+
+
+def test_a_run_retried_after_a_worker_crash_says_so_and_reports_each_step_once(env, recwarn):
+    """Issue 17: the retried run reported its steps to the same Optuna trial again (26 warnings "The reported
+    value is ignored because this step=... is already reported"); the retry left no reason either."""
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "trials_per_width": 1, "pruner": "median"})
+    executor = WorkerDiesOnceExecutor()
+    assert StudyRunner(spec, "crash", env["url"], executor).run() == "completed"
+    [trial] = _trials(env["url"], "crash", 32)
+    assert executor.submitted == 2 and trial.user_attrs["outcome"] == "completed"
+    assert trial.user_attrs["errors"] == ["worker crash, run again (retry 1): RayActorError: the worker died"]
+    assert sorted(trial.intermediate_values) == [5, 10]  # TINY evaluates every 5 of its 10 steps
+    assert not [w for w in recwarn if "already reported" in str(w.message)]

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 
 from alphasearch.errors import ConfigError
 from service import crud
-from service.api.deps import SessionDep, WriterDep
+from service.api.deps import SessionDep, WriterDep, get_corpora
 from service.api.errors import field_error
 from service.api.routes.studies import ID_PATTERN, IdempotencyKey, study_public
 from service.api.schemas import BatchCreate, BatchPublic, ErrorPublic
@@ -105,7 +105,7 @@ def _create(request: Request, entries: list[Any], name: str | None, digest: str,
             existing = crud.get_batch_by_idempotency_key(session, key=key)
             if existing is not None:
                 return _replay(existing, digest)
-        specs, errors = validate_batch(entries, limit=limit, session=session)
+        specs, errors = validate_batch(entries, limit=limit, session=session, corpora=get_corpora(request))
         if errors:
             return JSONResponse({"detail": errors}, status_code=422)
         try:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from alphasearch.executor import code_version
 from service import crud
-from service.api.deps import SessionDep, WriterDep
+from service.api.deps import CorporaDep, SessionDep, WriterDep
 from service.api.routes.studies import ID_PATTERN
 from service.api.schemas import (
     CalibrationCreate,
@@ -45,13 +45,13 @@ def calibration_public(row: Calibration, base: str = "/api/v1") -> CalibrationPu
 
 @router.post("", status_code=202, response_model=CalibrationsPublic, dependencies=[WriterDep],
              responses={422: {"model": ErrorPublic, "description": "invalid settings: the field and the fix"}})  # fmt: skip
-def create_calibrations(body: CalibrationCreate, session: SessionDep) -> Any:  # type: ignore[valid-type]
+def create_calibrations(body: CalibrationCreate, session: SessionDep, corpora: CorporaDep) -> Any:  # type: ignore[valid-type]
     """Queue a calibration per width: `{"widths": [64, 128, 256]}` is enough (preset `quick`'s regime).
 
     Any calibration setting may be given by name: `lrs`, `steps`, `batch_size`, `seq_len`, `warmup_steps`,
     `seeds`, `alpha`, `grid`, `depth`, `norm`, `attention`, `embed_scale`, `corpus`, ...
     """
-    widths, settings, fingerprint = settings_from_fields(body.model_dump(exclude_unset=True))  # type: ignore[attr-defined]
+    widths, settings, fingerprint = settings_from_fields(body.model_dump(exclude_unset=True), corpora)  # type: ignore[attr-defined]
     rows = crud.create_calibrations(session, widths=widths, settings=settings.to_dict(),
                                     corpus_fingerprint=fingerprint, code_version=code_version())  # fmt: skip
     session.commit()

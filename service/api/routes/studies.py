@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from alphasearch.spec import StudySpec
 from service import crud, trials
-from service.api.deps import SessionDep, SettingsDep, WriterDep
+from service.api.deps import CorporaDep, SessionDep, SettingsDep, WriterDep
 from service.api.errors import field_error
 from service.api.schemas import (
     ErrorPublic,
@@ -86,7 +86,9 @@ def _replay(existing: Any, digest: str, public: Any) -> JSONResponse:
 
 @router.post("", status_code=202, response_model=StudyPublic, dependencies=[WriterDep],
              responses={422: {"model": ErrorPublic, "description": "invalid spec: the field and the fix"}})  # fmt: skip
-def create_study(body: StudyCreate, session: SessionDep, idempotency_key: IdempotencyKey = None) -> Any:  # type: ignore[valid-type]
+def create_study(
+    body: StudyCreate, session: SessionDep, corpora: CorporaDep, idempotency_key: IdempotencyKey = None
+) -> Any:  # type: ignore[valid-type]
     """Queue a study. `{"preset": "quick", "target_width": 4096, "target_depth": 32}` is enough."""
     fields = body.model_dump(exclude_unset=True)
     digest = request_hash(fields)
@@ -94,7 +96,7 @@ def create_study(body: StudyCreate, session: SessionDep, idempotency_key: Idempo
         existing = crud.get_study_by_idempotency_key(session, key=idempotency_key)
         if existing is not None:
             return _replay(existing, digest, study_public(existing))
-    spec: StudySpec = spec_from_fields(fields, session)  # use_calibration: regimes from stored calibrations
+    spec: StudySpec = spec_from_fields(fields, session, corpora)  # use_calibration: regimes from stored calibrations
     try:
         study = crud.create_study(session, spec=spec, idempotency_key=idempotency_key, request_hash=digest)
         session.commit()

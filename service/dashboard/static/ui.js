@@ -52,7 +52,8 @@ export function statusBadge(status, cancelRequested = false) {
   return el("span", { class: `status ${status}`, dataset: { glyph: STATUS_GLYPH[status] || "?", status } }, text);
 }
 
-export const OUTCOME_GLYPH = { completed: "●", diverged: "✕", stalled: "▼", pruned: "✂", failed: "!", running: "▶" };
+export const OUTCOME_GLYPH = { completed: "●", diverged: "✕", stalled: "▼", pruned: "✂", failed: "!", running: "▶",
+  stale: "↻", interrupted: "↻", cancelled: "■" };
 
 export function progressBar(progress) {
   const pct = Math.round(100 * (progress.fraction || 0));

@@ -152,7 +152,8 @@ function trialsTable(trials, onSelect, selectedKey = null) {
       const key = `${t.lane}#${t.number}`;
       const tr = el("tr", { class: key === selectedKey ? "selected" : null, dataset: { key, outcome } },
         el("td", { class: "mono" }, t.lane), el("td", { class: "num" }, t.number),
-        el("td", {}, el("span", { class: "outcome", dataset: { glyph: OUTCOME_GLYPH[outcome] || "·" } }, outcome)),
+        el("td", { title: t.reason || null },
+          el("span", { class: "outcome", dataset: { glyph: OUTCOME_GLYPH[outcome] || "·" } }, outcome)),
         el("td", { class: "num" }, fmtAlpha(t.alpha_attn)), el("td", { class: "num" }, fmtAlpha(t.alpha_ffn)),
         el("td", { class: "num" }, fmtLoss(t.value)), el("td", { class: "num" }, t.diverged_at_step ?? "—"),
         el("td", { class: "num" }, fmtDuration(t.duration_s)));
@@ -192,6 +193,7 @@ const OUTCOME_TEXT = {
   failed: "failed: the run crashed (see the errors below).",
   cancelled: "cancelled before it finished.",
   interrupted: "interrupted (the driver stopped); its alpha point is re-queued.",
+  stale: "went stale: the driver running it died or was killed (no heartbeat); its alpha point is re-queued.",
 };
 
 /** The trial view: outcome badge, the trial's numbers and its per-run diagnostics charts. */
@@ -217,6 +219,7 @@ function trialView(box, trial, seedIndex = 0) {
     el("div", { class: "row", style: "align-items:center" },
       el("h2", { class: "grow" }, `Trial ${trial.lane} #${trial.number} `, outcomeBadge(outcome)), seedPicker),
     el("p", { class: "muted" }, `This trial ${OUTCOME_TEXT[outcome] || outcome}`),
+    trial.reason ? el("p", { id: "trial-reason" }, el("strong", {}, "Why: "), trial.reason) : null,
     el("div", { class: "kv" },
       el("div", {}, el("span", {}, "α_attn"), fmtAlpha(trial.alpha_attn)),
       el("div", {}, el("span", {}, "α_ffn"), fmtAlpha(trial.alpha_ffn)),
