@@ -29,17 +29,18 @@ WRITES = [
     ("/api/v1/studies", {"json": TINY}),
     ("/api/v1/batches", {"json": {"studies": [TINY]}}),
     ("/api/v1/studies/0123456789abcdef/cancel", {}),
+    ("/api/v1/corpora", {"content": b"a corpus upload"}),
 ]
 
 
-@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel"])
+@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel", "corpus"])
 def test_write_without_token_is_401(client: TestClient, path: str, kwargs: dict) -> None:
     r = client.post(path, **kwargs)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert "Authorization: Bearer" in r.json()["detail"]
 
 
-@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel"])
+@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel", "corpus"])
 @pytest.mark.parametrize("header", [f"Bearer {TOKEN}x", "Bearer wrong", f"Bearer {TOKEN[:-1]}"])
 def test_write_with_wrong_token_is_403(client: TestClient, path: str, kwargs: dict, header: str) -> None:
     assert client.post(path, headers={"Authorization": header}, **kwargs).status_code == 403
@@ -81,3 +82,11 @@ def test_serve_on_all_interfaces_without_token_refuses_and_says_how(monkeypatch:
     result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "ALPHASEARCH_API_TOKEN" in result.output and "secrets.token_urlsafe" in result.output
+
+
+def test_deleting_a_corpus_needs_the_token(client: TestClient) -> None:
+    path = "/api/v1/corpora/" + "0" * 64
+    assert client.delete(path).status_code == 401
+    assert client.delete(path, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert client.delete(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404  # past the guard
+    assert client.get("/api/v1/corpora").status_code == 200  # reads are open
