@@ -102,11 +102,15 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
 class RequeueStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's re-queue of a stale trial (same params, a new WAITING trial that records `failed_trial`),
     without the stale trial's own verdict (`outcome`, `errors`), which would otherwise be copied onto the
-    re-run and describe it wrongly."""
+    re-run and describe it wrongly. A trial whose driver died inside `ask()`, between setting its two
+    alphas, is re-queued without them: half a point fixed and half drawn afresh would be a point no
+    uninterrupted run has (the re-run then makes that decision whole, alphasearch.points)."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trial = copy.copy(trial)
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in VERDICT_ATTRS}
+        if 0 < len(set(trial.params) & set(PARAMS)) < len(PARAMS):
+            trial.params, trial.distributions = {}, {}
         super().__call__(study, trial)
 
 

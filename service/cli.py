@@ -273,6 +273,29 @@ def submit(
     console.print(f"follow them with `alphasearch status` (or GET /api/v1/batches/{batch['id']})")
 
 
+@app.command("upload-corpus")
+def upload_corpus(
+    file: Annotated[Path, typer.Argument(help="A text file (byte-level: any bytes).", exists=True, dir_okay=False,
+                                         readable=True)],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:  # fmt: skip
+    """Upload a corpus to a server; print the `corpus` name its studies take (upload:<sha256>).
+
+    A study submitted to a server names a corpus the server owns, never a path on your machine or on the
+    server: upload it first, then put the printed name in the batch's `corpus` field."""
+    from service.client import Client
+
+    try:
+        with Client(server, token) as client:
+            corpus = client.upload_corpus(file)
+    except AlphaSearchError as exc:
+        _fail(exc)
+        return
+    console.print(f"{corpus['name']}: {corpus['size_bytes']:,} bytes stored; give studies corpus: {corpus['corpus']}")
+    sys.stdout.write(corpus["corpus"] + "\n")
+
+
 @app.command()
 def recommend(
     width: Annotated[int, typer.Option(help="Width (d_model) of the model you will train.")],

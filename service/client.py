@@ -67,6 +67,14 @@ class Client:
             "POST", "/api/v1/batches", headers={"Idempotency-Key": key}, files={"file": (path.name, content)}
         ).json()
 
+    def upload_corpus(self, path: Path) -> dict[str, Any]:
+        """POST the file to /corpora. Content-addressed, so a retried upload stores nothing twice; the bytes
+        are read whole so that a retry sends them all again."""
+        return self._request(
+            "POST", "/api/v1/corpora", params={"name": path.name}, content=path.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        ).json()  # fmt: skip
+
     def recommendation(self, **params: Any) -> dict[str, Any]:
         return self._request("GET", "/api/v1/recommendations", params={k: v for k, v in params.items() if v}).json()
 

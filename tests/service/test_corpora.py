@@ -109,6 +109,17 @@ class TestCorpora:
         r = client.post("/api/v1/studies", json={**TINY, "corpus": multipart.json()["corpus"]})
         assert r.status_code == 422 and r.json()["detail"][0]["field"] == "corpus"
 
+    def test_the_cli_client_uploads_a_local_file(self, env, tmp_path: Path) -> None:
+        from service.client import Client
+
+        path = tmp_path / "mine-too.txt"
+        path.write_bytes(TEXT[:5000])
+        client = Client("http://testserver")
+        client.http = env["client"]  # the app in this process (a TestClient is an httpx.Client)
+        corpus = client.upload_corpus(path)
+        assert corpus["name"] == "mine-too.txt" and corpus["size_bytes"] == 5000
+        assert corpus["corpus"].startswith("upload:") and env["client"].get("/api/v1/corpora").text.count(corpus["corpus"]) == 1
+
     def test_a_study_on_an_uploaded_corpus_trains_end_to_end(self, env) -> None:
         client = env["client"]
         corpus = upload(client, TEXT, params={"name": "shakespeare-part.txt"}).json()
