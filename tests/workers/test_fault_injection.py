@@ -31,7 +31,7 @@ import pytest
 from alphasearch.spec import StudySpec
 from tests.service.conftest import ROOT, postgres_url  # noqa: F401 - the fixture, for the PostgreSQL runs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 KILLS = int(os.environ.get("ALPHASEARCH_FAULT_KILLS", "2"))
 SAMPLERS = os.environ.get("ALPHASEARCH_FAULT_SAMPLERS", "grid,random").split(",")
@@ -66,30 +66,23 @@ def study_id(sampler: str) -> str:
     return f"cli-{spec.fingerprint()}"
 
 
-def lanes(url: str, sid: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
+def lanes(storage: optuna.storages.RDBStorage, sid: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
     """The study's Optuna studies (lanes) in the database and their trials."""
-    storage = optuna.storages.RDBStorage(url)
-    try:
-        return {
-            s.study_name: storage.get_all_trials(s._study_id, deepcopy=False)
-            for s in storage.get_all_studies()
-            if s.study_name.startswith(f"alphasearch/{sid}/")
-        }
-    finally:
-        storage.engine.dispose()
+    return {
+        s.study_name: storage.get_all_trials(s._study_id, deepcopy=False)
+        for s in storage.get_all_studies()
+        if s.study_name.startswith(f"alphasearch/{sid}/")
+    }
 
 
-def finished(url: str, sid: str) -> int:
-    try:
-        return sum(t.state in (STATES.COMPLETE, STATES.PRUNED) for ts in lanes(url, sid).values() for t in ts)
-    except Exception:  # the driver has not created the schema yet
-        return 0
+def finished(storage: optuna.storages.RDBStorage, sid: str) -> int:
+    return sum(t.state in (STATES.COMPLETE, STATES.PRUNED) for ts in lanes(storage, sid).values() for t in ts)
 
 
-def points(url: str, sid: str) -> dict[str, dict[tuple[float, float] | None, float]]:
+def points(storage: optuna.storages.RDBStorage, sid: str) -> dict[str, dict[tuple[float, float] | None, float]]:
     """Per lane (named without the study id): each finished point's loss; asserts none finished twice."""
     out = {}
-    for name, trials in lanes(url, sid).items():
+    for name, trials in lanes(storage, sid).items():
         done = [t for t in trials if t.state == STATES.COMPLETE]
         keys = [(t.params["alpha_attn"], t.params["alpha_ffn"]) if t.params else None for t in done]
         twice = [k for k, n in Counter(keys).items() if n > 1]
@@ -124,7 +117,9 @@ def reference(sampler: str, tmp: Path) -> dict[str, Any]:
         url, out, log = f"sqlite:///{tmp / 'reference.db'}", tmp / "reference-out", tmp / "reference.log"
         driver = start(command(sampler, url, out), tmp / "reference-data", log)
         assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
-        _references[sampler] = {"points": points(url, study_id(sampler)), "answer": answer(out)}
+        storage = optuna.storages.RDBStorage(url)
+        _references[sampler] = {"points": points(storage, study_id(sampler)), "answer": answer(out)}
+        storage.engine.dispose()
     return _references[sampler]
 
 
@@ -137,28 +132,29 @@ def test_a_driver_killed_at_random_moments_gives_the_answer_of_an_uninterrupted_
     url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'faulted.db'}"
     rng, sid = random.Random(f"{SEED}-{sampler}-{backend}"), study_id(sampler)
     out, log = tmp_path / "out", tmp_path / "driver.log"
+    storage = optuna.storages.RDBStorage(url)  # Optuna's schema, before the driver's first start
     cmd = command(sampler, url, out)
     kills: list[str] = []
     while True:
         driver = start(cmd, tmp_path / "data", log)
         if len(kills) < KILLS:
-            target = finished(url, sid) + rng.randint(1, 3)
-            while driver.poll() is None and finished(url, sid) < target:
-                time.sleep(0.1)
+            target = finished(storage, sid) + rng.randint(1, 3)
+            while driver.poll() is None and finished(storage, sid) < target:
+                time.sleep(0.25)
             time.sleep(rng.uniform(0.0, 1.0))  # mid-trial, between trials or mid-write
             if driver.poll() is None:
                 sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
                 driver.send_signal(sig)
                 driver.wait(timeout=120)
-                kills.append(f"{sig.name} after {finished(url, sid)} finished")
+                kills.append(f"{sig.name} after {finished(storage, sid)} finished")
                 continue
         assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
         break
     print(f"{sampler} on {backend}: {len(kills)} kills: {kills}")
     assert kills, "the study finished before any kill: make it longer"
 
-    trials = [t for ts in lanes(url, sid).values() for t in ts]
+    trials = [t for ts in lanes(storage, sid).values() for t in ts]
     assert not [t for t in trials if t.state in (STATES.RUNNING, STATES.WAITING)]  # 0 left running or queued
     assert all(t.user_attrs.get("outcome") for t in trials if t.state == STATES.FAIL)  # each says why
-    assert points(url, sid) == expected["points"]  # the same points with the same losses: 0 lost, 0 twice, none extra
+    assert points(storage, sid) == expected["points"]  # the same points with the same losses: 0 lost, 0 twice, none extra
     assert_close(answer(out), expected["answer"], "result")  # the same optima and recommendation
