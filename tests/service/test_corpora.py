@@ -128,7 +128,7 @@ class TestCorpora:
         sid = r.json()["id"]
         busy = client.delete(f"/api/v1/corpora/{corpus['sha256']}")  # queued or running: in use
         assert busy.status_code == 409 and sid in busy.json()["detail"]
-        study = wait_for(client, sid, ("completed", "failed", "cancelled"))
+        study = wait_for(client, sid, ("completed", "failed", "cancelled"), timeout=900)  # a busy CI box
         assert study["status"] == "completed", study["error"]
         trials = client.get(f"/api/v1/studies/{sid}/trials").json()["data"]
         assert len([t for t in trials if t["state"] == "COMPLETE"]) == 4
