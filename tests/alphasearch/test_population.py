@@ -1,13 +1,16 @@
 """Population training: a member trains as it would alone, members never touch each other, dropping works.
 
-Tolerance: a population computes what `train` computes, but its matmuls are batched GEMMs (torch.bmm) and its
-per-member reductions (loss mean, clipping norms, DyT's dL/dw and dL/dalpha) are summed in another order, so
-results differ from `train`'s by float rounding: ~1e-7 on the val loss after 12 steps in fp32, and bf16
-autocast (activations rounded to 8 mantissa bits) can turn such a difference into one bf16 ulp of single
-elements, which moves a mean loss over thousands of tokens by far less than 1e-4 nats. TOL = 1e-4 nats (and
-the same absolute bound on learned alphas) is therefore tight enough to catch any real difference (a wrong
-seed, batch, gradient or optimiser state moves the loss by 1e-2 or more in 12 steps) and loose enough for
-the rounding.
+Tolerances: a population computes what `train` computes, but its matmuls are batched GEMMs (torch.bmm) and
+its per-member reductions (loss mean, clipping norms, DyT's dL/dw and dL/dalpha) are summed in another
+order, so results differ from `train`'s by float rounding.
+- fp32 (TOL = 1e-4 nats, and the same absolute bound on learned alphas): the rounding differences are ~1e-7
+  per op and stay ~1e-6 on the val loss after 12 steps; 1e-4 leaves room for the amplification of a few
+  training steps, while any real difference (a wrong seed, batch, gradient or optimiser state) moves the
+  loss by 1e-2 or more in 12 steps.
+- bf16 autocast (TOL_BF16 = 1e-3): activations are rounded to 8 mantissa bits, so a 1e-7 difference can flip
+  the rounding of single elements by one bf16 ulp (2^-8 relative) and training amplifies it: measured
+  1.8e-4 nats after 12 steps for a member with alpha0 = 2.0 (saturated tanh: the most sensitive one), <1e-6
+  for alpha0 = 0.7. The member-level checks therefore run in fp32; bf16 is checked on a population of one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from alphasearch.population import Member, PopulationTrainer, train_population
 from alphasearch.train import TrainResult, train
 
 TOL = 1e-4
+TOL_BF16 = 1e-3
 TINY = ModelConfig(width=32, depth=2, head_dim=16, max_seq_len=64, alpha_attn=0.7, alpha_ffn=0.3)
 
 
@@ -34,7 +38,7 @@ def corpus():
 
 def tiny_train(**overrides) -> TrainConfig:
     base = {"steps": 12, "batch_size": 8, "seq_len": 32, "eval_interval": 6, "eval_batches": 2, "warmup_steps": 2,
-            "detect_stalls": False, "seed": 3}
+            "detect_stalls": False, "seed": 3, "precision": "fp32"}
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -43,15 +47,15 @@ def with_alpha(a: float, f: float) -> ModelConfig:
     return ModelConfig(**{**TINY.to_dict(), "alpha_attn": a, "alpha_ffn": f, "alpha_final": None})
 
 
-def assert_same_run(a: TrainResult, b: TrainResult) -> None:
+def assert_same_run(a: TrainResult, b: TrainResult, tol: float = TOL) -> None:
     assert a.outcome == b.outcome and a.steps_done == b.steps_done
     assert [s for s, _ in a.val_curve] == [s for s, _ in b.val_curve]
     for (_, va), (_, vb) in zip(a.val_curve, b.val_curve, strict=True):
-        assert va == pytest.approx(vb, abs=TOL)
-    assert a.train_loss == pytest.approx(b.train_loss, abs=TOL)
+        assert va == pytest.approx(vb, abs=tol)
+    assert a.train_loss == pytest.approx(b.train_loss, abs=tol)
     for key in ("attn", "ffn"):
-        assert a.alphas[key] == pytest.approx(b.alphas[key], abs=TOL)
-    assert a.embed_scale == pytest.approx(b.embed_scale, rel=TOL)
+        assert a.alphas[key] == pytest.approx(b.alphas[key], abs=tol)
+    assert a.embed_scale == pytest.approx(b.embed_scale, rel=tol)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -59,7 +63,7 @@ def test_a_population_of_one_equals_the_trainer(corpus, precision):
     cfg = tiny_train(precision=precision)
     alone = train(TINY, cfg, corpus)
     [member] = train_population([Member(TINY, seed=cfg.seed)], cfg, corpus)
-    assert_same_run(member, alone)
+    assert_same_run(member, alone, TOL if precision == "fp32" else TOL_BF16)
     assert member.precision == alone.precision and member.n_params == alone.n_params
     # the same record: every field, diagnostics with the same keys and the same evaluation steps
     assert member.to_dict().keys() == alone.to_dict().keys()
@@ -142,6 +146,6 @@ def test_members_must_share_the_architecture(corpus):
 @pytest.mark.parametrize("norm", ["rmsnorm", "derf", "layernorm"])
 def test_other_norm_families_train_as_alone(corpus, norm):
     model = ModelConfig(**{**TINY.to_dict(), "norm": norm})
-    cfg = tiny_train(steps=6, eval_interval=3, precision="fp32")
+    cfg = tiny_train(steps=6, eval_interval=3)
     [member] = train_population([Member(model, seed=cfg.seed)], cfg, corpus)
     assert_same_run(member, train(model, cfg, corpus))
