@@ -26,6 +26,7 @@ config of benchmarks/train_throughput.py (batch 16 x 256, depth 4).
 
     python -m benchmarks.population --json                       # all widths
     python -m benchmarks.population --widths 32 --repeats 1 --steps 6   # a fast look
+    python -m benchmarks.population --sequential --json          # one process, 1 thread: for a loaded box
 """
 
 from __future__ import annotations
@@ -113,6 +114,53 @@ def run_mode(mode: str, width: int, steps: int, k: int) -> dict[str, float]:
     }
 
 
+def run_sequential(width: int, steps: int, k: int, repeats: int) -> dict[str, Any]:
+    """One process, one thread: today's trainer and a population of k, interleaved, wall and CPU time each.
+
+    The fallback for a shared box too loaded for the side-by-side run: per-core cost, not a two-core rate
+    (on two cores both sides run as two independent 1-thread processes, so their ratio carries over as long
+    as two copies do not contend for memory bandwidth, which the side-by-side mode measures).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    from alphasearch.config import ModelConfig
+    from alphasearch.data import load_corpus
+    from alphasearch.population import Member, train_population
+    from alphasearch.train import train
+
+    model, cfg = _configs(width, steps)
+    corpus = load_corpus()
+    corpus.unigram_entropy()
+    members = [Member(ModelConfig(**{**model.to_dict(), "alpha_attn": a, "alpha_ffn": a}), seed=i)
+               for i, a in enumerate(0.1 + 0.2 * j for j in range(k))]
+    runs: dict[str, list[dict[str, float]]] = {"single": [], "population": []}
+    for _ in range(repeats):
+        for side in ("single", "population"):
+            w0, c0 = time.perf_counter(), time.process_time()
+            if side == "single":
+                done = train(model, cfg, corpus).steps_done
+            else:
+                done = sum(r.steps_done for r in train_population(members, cfg, corpus))
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            runs[side].append({"wall_s": wall, "cpu_s": cpu, "trial_steps": done,
+                               "trial_steps_per_s": done / wall, "trial_steps_per_cpu_s": done / cpu})
+            print(width, side, runs[side][-1], file=sys.stderr, flush=True)
+    med = {s: statistics.median(r["trial_steps_per_cpu_s"] for r in runs[s]) for s in runs}
+    med_wall = {s: statistics.median(r["trial_steps_per_s"] for r in runs[s]) for s in runs}
+    return {
+        "k": k,
+        "batch_seq": REGIMES[width][:2],
+        "median_trial_steps_per_cpu_s": med,
+        "cpu_ratio": med["population"] / med["single"],
+        "median_trial_steps_per_s": med_wall,
+        "wall_ratio": med_wall["population"] / med_wall["single"],
+        "per_repeat_cpu_ratio": [p["trial_steps_per_cpu_s"] / s["trial_steps_per_cpu_s"]
+                                 for p, s in zip(runs["population"], runs["single"], strict=True)],
+        "runs": runs,
+    }
+
+
 def cpu_info() -> dict[str, Any]:
     model = ""
     try:
@@ -143,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--k", default="", help="population size per width, e.g. 32:16,64:12 (default REGIMES)")
+    ap.add_argument("--sequential", action="store_true", help="one process, one thread, both sides in turn (loaded box)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     widths = [int(w) for w in args.widths.split(",")]
@@ -152,6 +201,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ks[int(w)] = int(k)
     report: dict[str, Any] = {"machine": cpu_info(), "steps": args.steps, "repeats": args.repeats, "widths": {}}
     for width in widths:
+        if args.sequential:
+            report["widths"][str(width)] = run_sequential(width, args.steps, ks[width], args.repeats)
+            continue
         runs: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
         for _ in range(args.repeats):
             for mode in MODES:
