@@ -14,7 +14,7 @@ shared 2-core box it runs `--steps` steps (default 20) with one evaluation, at t
 evaluates every 50 steps: this is 2.5x its evaluation density, which favours neither side: evaluations are
 batched in the population, its diagnostics are per member); stall detection is off so every run does the
 same work. Processes start their
-runs at one barrier; a side's rate = trial-steps done by all its processes / the slowest process's time.
+runs at one barrier (after two untimed warm-up steps); a side's rate = trial-steps done by all its processes / the slowest process's time.
 Rates are medians over the repeats; ratios are of those medians and, per repeat, of the interleaved pair.
 On a shared, loaded machine the wall-clock rate measures the scheduler as much as the code, so each run also
 reports its CPU time (time.process_time of every process, all threads) and the rate per CPU-second:
@@ -62,6 +62,19 @@ def _configs(width: int, steps: int) -> tuple[Any, Any]:
     return model, train
 
 
+def _warm_up(model: Any, cfg: Any, corpus: Any, members: int) -> None:
+    """Two untimed steps of what the process will time: oneDNN primitive creation and first-call costs."""
+    from alphasearch.config import TrainConfig
+    from alphasearch.population import Member, train_population
+    from alphasearch.train import train
+
+    short = TrainConfig.from_dict({**cfg.to_dict(), "steps": 2, "eval_interval": 2, "warmup_steps": 1})
+    if members:
+        train_population([Member(model, seed=i) for i in range(members)], short, corpus)
+    else:
+        train(model, short, corpus)
+
+
 def _worker(width: int, steps: int, threads: int, members: int, barrier: Any, out: Any) -> None:
     """One process: `members` == 0 trains one trial with `train`, else one population of that many."""
     import torch
@@ -76,6 +89,7 @@ def _worker(width: int, steps: int, threads: int, members: int, barrier: Any, ou
     corpus = load_corpus()
     corpus.unigram_entropy()  # cached per process: not part of either side's time
     alphas = [0.1 + 0.2 * i for i in range(max(members, 1))]
+    _warm_up(model, cfg, corpus, members)
     barrier.wait()
     start, cpu_start = time.perf_counter(), time.process_time()
     if members == 0:
@@ -134,6 +148,8 @@ def run_sequential(width: int, steps: int, k: int, repeats: int) -> dict[str, An
     corpus.unigram_entropy()
     members = [Member(ModelConfig(**{**model.to_dict(), "alpha_attn": a, "alpha_ffn": a}), seed=i)
                for i, a in enumerate(0.1 + 0.2 * j for j in range(k))]
+    _warm_up(model, cfg, corpus, 0)
+    _warm_up(model, cfg, corpus, k)
     runs: dict[str, list[dict[str, float]]] = {"single": [], "population": []}
     for _ in range(repeats):
         for side in ("single", "population"):
