@@ -127,8 +127,11 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
             if not any(p.outcome == "completed" for p in mine):
                 continue
             base = baselines.get(f"w{width}-d{depth}")
-            optima.append(analysis.width_optimum(mine, space=space, level=level, baseline=base))
-            heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(mine, space=space)
+            opt = analysis.width_optimum(mine, space=space, level=level, baseline=base)
+            optima.append(opt)
+            heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(
+                mine, space=space, optimum=(opt.alpha_attn, opt.alpha_ffn)
+            )
     recommendation = analysis.recommend(
         optima,
         target_width=spec.target_width,
