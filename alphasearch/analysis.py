@@ -72,6 +72,8 @@ PARAMS: tuple[str, ...] = ("alpha_attn", "alpha_ffn")
 MIN_QUADRATIC = 9  # six coefficients + three residual dof; fewer -> separable fit
 MIN_SEPARABLE = 7  # five coefficients + two residual dof; fewer -> best trial
 FEW_TRIALS = 2 * QUAD_TERMS  # below this a width's optimum is flagged as unreliable
+MIN_WIDTHS = 3  # fewer proxy widths: a width trend can be fitted but not checked -> evidence "insufficient"
+MAX_DECADES = 1.0  # a 90% interval at the target wider than this (hi / lo > 10): evidence "insufficient"
 EDGE_TOL = 0.02  # in box units (half the log range = 1): an optimum this close to a bound is "on the edge"
 MISFIT = 6.0  # lack-of-fit statistic above which the surface is "not a bowl" (null 99th pct ~3)
 SNR_MIN = 3.0  # alpha effect / seed std below this: the alphas move the loss about as much as the seed does
@@ -758,6 +760,8 @@ class Recommendation:
     studies: list[str]
     basis: dict[str, str]  # per param: "power_law" | "pooled" | "single_width"
     per_width: list[WidthOptimum] = field(default_factory=list)
+    evidence: str = "sufficient"  # "insufficient": no interval a user can act on (see `next_steps`)
+    next_steps: list[str] = field(default_factory=list)  # what to run to get one
 
     def to_dict(self) -> dict[str, Any]:
         no_fit = {"exponent": None, "exponent_interval": None, "r2": None, "significant": False}
@@ -781,6 +785,8 @@ class Recommendation:
             "studies": list(self.studies),
             "basis": dict(self.basis),
             "per_width": [o.to_dict() for o in self.per_width],
+            "evidence": self.evidence,
+            "next_steps": list(self.next_steps),
         }
 
 
@@ -898,6 +904,61 @@ def _design_warnings(
     return out
 
 
+def _evidence(
+    opts: Sequence[WidthOptimum], est: dict[str, tuple[float, float, float]], factor: float, study_ids: Sequence[str]
+) -> tuple[str, list[str]]:
+    """("sufficient" | "insufficient", next steps). Insufficient: a 90% interval at the target spans more than
+    MAX_DECADES decade(s) in either alpha, fewer than MIN_WIDTHS proxy widths ran, or a width has fewer than
+    FEW_TRIALS finished trials. The steps name what to run, concretely, for every shortfall found."""
+    widths = sorted({o.width for o in opts})
+    wide = {p: hi / lo for p, (_, lo, hi) in est.items() if not (lo > 0 and hi / lo <= 10**MAX_DECADES)}
+    few = sorted({o.width for o in opts if o.n_completed < FEW_TRIALS})
+    steps = []
+    if len(widths) < MIN_WIDTHS:
+        steps.append(
+            f"Run proxies at {MIN_WIDTHS} or more widths (proxy_widths, e.g. {[*widths, 2 * widths[-1]][-MIN_WIDTHS:]} "
+            f"or wider): {len(widths)} width(s) cannot fit and check a width trend."
+        )
+    if few:
+        steps.append(
+            f"Run more trials: at widths {few} fewer than {FEW_TRIALS} trials finished; raise trials_per_width "
+            "(e.g. 16, a 4x4 grid) or move the search box away from diverging/stalling alphas."
+        )
+    unreplicated = [o.width for o in opts if o.seed_std is None]
+    noisy = [o.width for o in opts if o.snr is not None and o.snr < SNR_MIN]
+    if unreplicated or noisy:
+        steps.append(
+            "Run more seeds: "
+            + (f"seed noise is unknown at widths {unreplicated} (set replicate_best to 3); " if unreplicated else "")
+            + (f"the alpha effect is within noise at widths {noisy} (seeds 2-3, or longer runs: tokens_per_trial)"
+               if noisy else "")  # fmt: skip
+        )
+    coarse = [o.width for o in opts if o.method in ("best_point", "local") and o.n_completed >= FEW_TRIALS]
+    if coarse:
+        steps.append(
+            f"Search finer around the optimum at widths {coarse}: the fitted surface is not supported there, so "
+            "the optimum is a measured point bracketed by its neighbours; a narrower box around it (or more "
+            "trials) measures the region in between."
+        )
+    edge = sorted({o.width for o in opts if o.on_edge})
+    if edge:
+        steps.append(f"Widen the search box where the optimum sits on its edge (widths {edge}) and rerun.")
+    if wide:
+        what = ", ".join(f"{p} spans {v:.3g}x" for p, v in wide.items())
+        steps.append(
+            f"Add a wider proxy width (the target is {factor:.0f}x the widest, {widths[-1]}): the 90% interval at "
+            f"the target is wider than one decade ({what}); wider and more proxies shorten the extrapolation."
+        )
+    if wide or len(widths) < MIN_WIDTHS or few:
+        study = study_ids[0] if study_ids else "STUDY"
+        steps.append(
+            f"Check the pair directly: `alphasearch validate {study} --width {2 * widths[-1]}` trains it, (1, 1) "
+            "and (0.5, 0.5) at a width larger than every proxy and reports the regret."
+        )
+        return "insufficient", steps
+    return "sufficient", steps
+
+
 def recommend(
     optima: Iterable[WidthOptimum],
     *,
@@ -944,6 +1005,7 @@ def recommend(
             est[param] = (est[param][0], min(est[param][1], trend[1]), max(est[param][2], trend[2]))
     warnings += _design_warnings(opts, fits, target_depth, factor, max_extrapolation)
     (a, a_lo, a_hi), (f, f_lo, f_hi) = est["alpha_attn"], est["alpha_ffn"]
+    evidence, next_steps = _evidence(opts, est, factor, study_ids)
     return Recommendation(
         width=target_width,
         depth=target_depth,
@@ -962,6 +1024,8 @@ def recommend(
         studies=[str(s) for s in study_ids],
         basis=basis,
         per_width=opts,
+        evidence=evidence,
+        next_steps=next_steps,
     )
 
 

@@ -24,7 +24,15 @@ def _interval(rec: dict[str, Any], key: str) -> str:
 def print_recommendation(console: Console, rec: dict[str, Any]) -> None:
     """The recommendation as a table plus its warnings, in the words of the JSON contract."""
     level = rec["interval"].get("level", 0.9)
-    table = Table(title=f"alpha0 for width {rec['width']}, depth {rec['depth']} ({rec['norm']})")
+    insufficient = rec.get("evidence") == "insufficient"
+    if insufficient:
+        console.print(
+            f"[bold red]Not enough evidence[/] for alpha0 at width {rec['width']}, depth {rec['depth']}: the values "
+            "below are tentative, not a recommendation."
+        )
+    table = Table(
+        title=f"{'tentative ' if insufficient else ''}alpha0 for width {rec['width']}, depth {rec['depth']} ({rec['norm']})"
+    )
     table.add_column("parameter")
     table.add_column("alpha0", justify="right")
     table.add_column(f"{level:.0%} interval", justify="right")
@@ -39,6 +47,10 @@ def print_recommendation(console: Console, rec: dict[str, Any]) -> None:
     )
     for warning in rec.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
+    for step in rec.get("next_steps", []):
+        console.print(f"[cyan]next step:[/] {step}")
+    if insufficient:
+        return  # no copy-paste flags for a number the data do not support
     console.print(
         "DyT reference flags: "
         f"--attn_alpha_init_value {rec['alpha_attn']:.3g} --ffn_alpha_init_value {rec['alpha_ffn']:.3g} "

@@ -159,6 +159,10 @@ class RecommendationPublic(BaseModel):
     extrapolation_factor: float | None
     warnings: list[str]
     studies: list[str]
+    evidence: Literal["sufficient", "insufficient"] = Field(
+        "sufficient", description="insufficient: no interval a user can act on; `next_steps` says what to run"
+    )
+    next_steps: list[str] = Field(default_factory=list, description="concrete runs that would narrow the answer")
 
 
 class HeatmapPublic(BaseModel):

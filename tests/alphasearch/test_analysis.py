@@ -555,3 +555,31 @@ def test_paired_seeds_give_the_noise_of_a_difference():
     # Only one replicated point (the quick preset's replicate_best): no pair to difference.
     single = [p for p in pts if p.seed == 0 or (p.alpha_attn, p.alpha_ffn) == (0.3, 0.15)]
     assert width_optimum(single, space=SPACE).diff_std is None
+
+
+# --------------------------------------------------------------------- evidence a user can act on
+
+
+def test_evidence_is_sufficient_only_for_an_interval_within_a_decade():
+    rec = recommend(optima_of(synth(22, n=60)), target_width=1024, target_depth=4, space=SPACE, study_ids=["s-9"])
+    d = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    for p in ("alpha_attn", "alpha_ffn"):
+        lo, hi = d["interval"][p]
+        assert hi / lo <= 10, (p, lo, hi)
+    assert d["evidence"] == "sufficient"
+
+
+def test_insufficient_evidence_names_what_to_run():
+    # Two proxy widths, 8 finished trials each, no replicates, target 256x the widest proxy.
+    pts = [p for p in synth(23, widths=(32, 64), n=8)]
+    rec = recommend(optima_of(pts), target_width=16384, target_depth=4, space=SPACE, study_ids=["s-1"])
+    d = json.loads(json.dumps(rec.to_dict(), allow_nan=False))
+    assert d["evidence"] == "insufficient"
+    assert np.isfinite(d["alpha_attn"]) and np.isfinite(d["alpha_ffn"])  # the point values stay in the JSON
+    steps = " | ".join(d["next_steps"])
+    assert "3 or more widths" in steps and "proxy_widths" in steps
+    assert "Run more trials: at widths [32, 64]" in steps and "trials_per_width" in steps
+    assert "Run more seeds" in steps and "replicate_best" in steps
+    assert "alphasearch validate s-1 --width 128" in steps
+    wide = max(d["interval"][p][1] / d["interval"][p][0] for p in ("alpha_attn", "alpha_ffn"))
+    assert wide > 10 and "wider than one decade" in steps
