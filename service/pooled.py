@@ -6,7 +6,8 @@ How studies are pooled (the documented contract):
 - Only studies whose proxies were TRAINED THE SAME WAY are pooled (issue 14): the optimum depends on the
   recipe, not only on width. A study's regime is its `init_scaling` (under "width_matched" the proxies copy
   the init of the study's target width, so such a study only speaks for a query at that width), its lr
-  rule (`lr`, `lr_falls_above_width`, `regimes`, and `target_lr` / `target_tokens` where the spec has them),
+  rule (`lr`, `lr_falls_above_width`, `regimes`; or `target_lr` with its `lr_rule`, and under
+  "inverse_width" the target width the proxy lrs scale from; `target_tokens`),
   and its budget (`tokens_per_trial`, `batch_size`, `seq_len`, `warmup_steps`). Of the studies that fit
   the query width, the largest group sharing one regime is pooled (ties: the group of the lowest study id).
   `left_out` lists every other study of the family with the reason; `pooling.regime` names the regime.
@@ -39,10 +40,10 @@ from service import crud
 
 # How a study's proxies were trained: studies pooled together must agree on all of these.
 REGIME_FIELDS = (
-    "init_scaling", "lr", "lr_falls_above_width", "regimes", "target_lr", "target_tokens",
+    "init_scaling", "lr", "lr_falls_above_width", "regimes", "target_lr", "target_tokens", "lr_rule",
     "tokens_per_trial", "batch_size", "seq_len", "warmup_steps",
 )  # fmt: skip
-_UNSET = {"lr_falls_above_width": 0, "regimes": {}}  # older specs lack these; their absence means this
+_UNSET = {"lr_falls_above_width": 0, "regimes": {}, "lr_rule": "inverse_width"}  # older specs lack these
 MAX_CACHED = 1024
 REFRESH_TIMEOUT_S = 5.0  # a refresh older than this is presumed dead; the next request retries it
 
@@ -63,6 +64,10 @@ def regime(spec: dict[str, Any]) -> dict[str, Any]:
     out["init_scaling"] = spec.get("init_scaling") or "fixed"  # the only init before the field existed
     if out["init_scaling"] == "width_matched":
         out["init_reference_width"] = spec.get("target_width")
+    if out["target_lr"] is None:
+        out.pop("lr_rule")  # unused without target_lr
+    elif out["lr_rule"] == "inverse_width":  # proxy lr = target_lr * target_width / width
+        out["lr_reference_width"] = spec.get("target_width")
     return out
 
 
@@ -88,7 +93,8 @@ def select_studies(rows: list[tuple[Any, Any]], *, width: int) -> tuple[list[tup
             fits.append((study, result, r))
     groups: dict[str, list[tuple[Any, Any, dict]]] = {}
     for row in fits:
-        groups.setdefault(json.dumps({k: v for k, v in row[2].items() if k != "init_reference_width"}, sort_keys=True), []).append(row)
+        key = {k: v for k, v in row[2].items() if k != "init_reference_width"}  # equal to the query width here
+        groups.setdefault(json.dumps(key, sort_keys=True), []).append(row)
     if not groups:
         return [], left_out, None
     chosen = min(groups.values(), key=lambda g: (-len(g), min(s.id for s, _, _ in g)))

@@ -89,3 +89,20 @@ class TestPooledByRegime:
         body = r.json()
         assert "trained for width 2048" in body["detail"]
         assert {row["study"] for row in body["left_out"]} == {stored["a"], stored["b"], stored["lr"], stored["other_target"]}
+
+
+def test_proxies_that_follow_the_target_lr_pool_only_with_the_same_scaled_lrs():
+    """Under target_lr + lr_rule inverse_width a proxy's lr is target_lr x target_width / width: two such
+    studies for different targets trained their proxies at different lrs and are not pooled."""
+    from service.pooled import regime, select_studies
+
+    def study(width: int, **kw: Any) -> Any:
+        spec = StudySpec.from_dict({"preset": "quick", "target_width": width, "target_depth": 32,
+                                    "init_scaling": "fixed", "target_lr": 3e-4, **kw})  # fmt: skip
+        return crud.new_study(spec=spec)
+
+    a, b, same = study(1024), study(2048), study(2048, lr_rule="same")
+    assert regime(a.spec)["lr_reference_width"] == 1024 and "lr_reference_width" not in regime(same.spec)
+    chosen, left_out, pooled = select_studies([(a, None), (b, None), (study(1024), None)], width=4096)
+    assert [s.spec["target_width"] for s, _ in chosen] == [1024, 1024] and pooled["target_lr"] == 3e-4
+    assert [r["study"] for r in left_out] == [b.id] and "lr_reference_width 2048 (pooled: 1024)" in left_out[0]["reason"]
