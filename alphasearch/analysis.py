@@ -927,12 +927,10 @@ def _evidence(
     unreplicated = [o.width for o in opts if o.seed_std is None]
     noisy = [o.width for o in opts if o.snr is not None and o.snr < SNR_MIN]
     if unreplicated or noisy:
-        steps.append(
-            "Run more seeds: "
-            + (f"seed noise is unknown at widths {unreplicated} (set replicate_best to 3); " if unreplicated else "")
-            + (f"the alpha effect is within noise at widths {noisy} (seeds 2-3, or longer runs: tokens_per_trial)"
-               if noisy else "")  # fmt: skip
-        )
+        parts = [f"seed noise is unknown at widths {unreplicated} (set replicate_best to 3)"] if unreplicated else []
+        if noisy:
+            parts.append(f"the alpha effect is within noise at widths {noisy} (seeds 2-3, or longer runs: tokens_per_trial)")
+        steps.append("Run more seeds: " + "; ".join(parts) + ".")
     coarse = [o.width for o in opts if o.method in ("best_point", "local") and o.n_completed >= FEW_TRIALS]
     if coarse:
         steps.append(
