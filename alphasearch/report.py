@@ -87,6 +87,22 @@ def trial_points(spec: StudySpec, study_id: str, storage_url: str) -> tuple[list
     return points, baselines
 
 
+def lane_spaces(spec: StudySpec, study_id: str, storage_url: str) -> dict[str, analysis.SearchSpace]:
+    """"w64-d4" -> the box that lane searched: the spec's, or the union of its grid passes when the search
+    extended it (StudySpec.extend_box; the boxes are stored with the lane's Optuna study)."""
+    storage = make_storage(storage_url)
+    out = {}
+    for depth in spec.proxy_depths:
+        for width in spec.proxy_widths:
+            study = _load(storage, optuna_study_name(study_id, width, depth))
+            boxes = (study.user_attrs.get("boxes") if study else None) or [[spec.alpha_attn_range, spec.alpha_ffn_range]]
+            out[f"w{width}-d{depth}"] = analysis.SearchSpace(
+                attn=(min(b[0][0] for b in boxes), max(b[0][1] for b in boxes)),
+                ffn=(min(b[1][0] for b in boxes), max(b[1][1] for b in boxes)),
+            )
+    return out
+
+
 def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -119,7 +135,11 @@ def _points_of(trial: optuna.trial.FrozenTrial, width: int, depth: int) -> list[
 def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: float = 0.9) -> StudyReport:
     """Analyse a (finished or partial) study. Raises AlphaSearchError when nothing has finished yet."""
     points, baselines = trial_points(spec, study_id, storage_url)
-    space = analysis.SearchSpace(attn=spec.alpha_attn_range, ffn=spec.alpha_ffn_range)
+    spaces = lane_spaces(spec, study_id, storage_url)  # a lane's box, extended where its optimum sat on an edge
+    space = analysis.SearchSpace(
+        attn=(min(s.attn[0] for s in spaces.values()), max(s.attn[1] for s in spaces.values())),
+        ffn=(min(s.ffn[0] for s in spaces.values()), max(s.ffn[1] for s in spaces.values())),
+    )
     optima, heatmaps = [], {}
     for depth in spec.proxy_depths:
         for width in spec.proxy_widths:
@@ -127,10 +147,11 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
             if not any(p.outcome == "completed" for p in mine):
                 continue
             base = baselines.get(f"w{width}-d{depth}")
-            opt = analysis.width_optimum(mine, space=space, level=level, baseline=base)
+            lane_space = spaces[f"w{width}-d{depth}"]
+            opt = analysis.width_optimum(mine, space=lane_space, level=level, baseline=base)
             optima.append(opt)
             heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(
-                mine, space=space, optimum=(opt.alpha_attn, opt.alpha_ffn)
+                mine, space=lane_space, optimum=(opt.alpha_attn, opt.alpha_ffn)
             )
     recommendation = analysis.recommend(
         optima,
