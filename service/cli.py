@@ -78,7 +78,7 @@ def study_run(
     except AlphaSearchError as exc:
         _fail(exc)
         return
-    rec = report.recommendation.to_dict()
+    rec = report.recommendation_dict()
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()["recommendation"], indent=2) + "\n")
     else:

@@ -47,6 +47,14 @@ def print_recommendation(console: Console, rec: dict[str, Any]) -> None:
     )
     for warning in rec.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
+    backtest = rec.get("backtest") or {}
+    if backtest.get("status") == "ok":
+        r = backtest["regret"]
+        console.print(
+            f"backtest (width {backtest['held_out_width']} predicted from {backtest['fitted_widths']}): regret "
+            f"{_regret_words(r['predicted'])}; (1, 1) {_regret_words(r['(1, 1)'])}; (0.5, 0.5) "
+            f"{_regret_words(r['(0.5, 0.5)'])}"
+        )
     for step in rec.get("next_steps", []):
         console.print(f"[cyan]next step:[/] {step}")
     if insufficient:
@@ -197,3 +205,11 @@ def print_calibrations(console: Console, rows: list[dict[str, Any]]) -> None:
         for warning in r.get("warnings") or []:
             if warning != r.get("error"):
                 console.print(f"[yellow]warning:[/] width {r['width']}: {warning}")
+
+
+def _regret_words(regret: dict[str, Any]) -> str:
+    """'0.012 nats (0.8 seed std)' from a backtest regret entry."""
+    if regret.get("nats") is None:
+        return "-"
+    units = regret.get("in_seed_std")
+    return f"{regret['nats']:.3g} nats" + ("" if units is None else f" ({units:.1f} seed std)")
