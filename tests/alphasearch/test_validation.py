@@ -90,7 +90,7 @@ def test_a_recommendation_equal_to_a_default_trains_once_under_both_labels() -> 
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudySpec, ValidationPlan, list[Run], ResultCache]:
     spec = tiny_spec()
     plan = plan_validation(spec, (0.4, 0.1), width=96, seeds=2)
-    cache = ResultCache(tmp_path_factory.mktemp("validation-cache"))
+    cache = ResultCache(tmp_path_factory.getbasetemp() / "validation-data" / "cache")  # shared with the CLI test
     events: list[tuple[int, int]] = []
     runs = run_validation(spec, plan, executor=InProcessExecutor(threads=1), cache=cache,
                           on_progress=lambda done, total, run: events.append((done, total)))  # fmt: skip
