@@ -31,7 +31,7 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from alphasearch.cache import ResultCache, json_safe

@@ -7,7 +7,6 @@ The validation's runs share the run cache with tests/alphasearch/test_validation
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
