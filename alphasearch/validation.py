@@ -201,19 +201,26 @@ def plan_for_study(
     spec: StudySpec, study_id: str, storage_url: str, *, width: int | None = None, seeds: int | None = None
 ) -> ValidationPlan:
     """The plan for a finished study whose trials are in `storage_url`: its recommendation evaluated at
-    `width` (the same analysis of the same trials with `width` as its target: the width trend, or the pooled
-    optimum, read there; at the target width it is the study's own recommendation), plus the widest proxy's
-    seed std for single-seed validations."""
+    (`width`, the depth the validation trains), plus the widest proxy's seed std for single-seed validations.
+
+    The pair is `analysis.recommend` on the study's own per-width optima with that width as its target (the
+    width trend, or the pooled optimum, read there); at the target width of a one-depth study it is the
+    study's own recommendation. The spec itself is never re-targeted: its recipe (init reference width,
+    the lr rule from target_lr) is the study's."""
+    from alphasearch import analysis
     from alphasearch.report import build_report
 
     width, seeds = check_width(spec, width), check_seeds(seeds)
-    at = spec if width == spec.target_width else dataclasses.replace(spec, target_width=width)
-    rec = build_report(at, study_id, storage_url).recommendation
-    target = None
-    if width != spec.target_width:
-        own = build_report(spec, study_id, storage_url).recommendation
-        target = (float(own.alpha_attn), float(own.alpha_ffn))
-    widest = max(rec.per_width, key=lambda o: (o.width, o.depth), default=None)
+    report = build_report(spec, study_id, storage_url)
+    own = report.recommendation
+    depth = max(spec.proxy_depths)
+    rec = own
+    if width != spec.target_width or depth != spec.target_depth and len(spec.proxy_depths) > 1:
+        space = analysis.SearchSpace(attn=spec.alpha_attn_range, ffn=spec.alpha_ffn_range)
+        rec = analysis.recommend(report.optima, target_width=width, target_depth=depth, norm=spec.norm, space=space,
+                                 study_ids=(study_id,))  # fmt: skip
+    widest = max(report.optima, key=lambda o: (o.width, o.depth), default=None)
+    target = None if rec is own else (float(own.alpha_attn), float(own.alpha_ffn))
     return plan_validation(
         spec, (float(rec.alpha_attn), float(rec.alpha_ffn)), width=width, seeds=seeds, target=target,
         proxy_seed_std=widest.seed_std if widest else None, proxy_width=widest.width if widest else None,

@@ -76,6 +76,10 @@ def test_the_plan_is_the_recommendation_the_defaults_and_four_axis_neighbours_wi
     assert requests[0].model["init_reference_width"] == 1024
     assert requests[0].train["detect_stalls"] is False
     assert ValidationPlan.from_dict(plan.to_dict()) == plan
+    # With the target's recipe, the validation width trains at the lr the study's rule gives it there.
+    recipe = tiny_spec(target_lr=3e-4)
+    request = plan_validation(recipe, (0.4, 0.1)).request(recipe, plan.points[0], 0)
+    assert request.train["lr"] == pytest.approx(3e-4 * 1024 / 128)
 
 
 def test_a_recommendation_equal_to_a_default_trains_once_under_both_labels() -> None:
