@@ -53,7 +53,7 @@ function validationCard(v) {
 /** The panel for study `id` (completed): a start form and every validation of the study, polled while one runs. */
 export function validationPanel(id, study) {
   const list = el("div", { id: "validations" });
-  const width = el("input", { id: "validation-width", type: "number", min: 1, step: 32, placeholder: String(defaultWidth(study.spec || {}, study.target_width)) });
+  const width = el("input", { id: "validation-width", type: "number", min: 1, placeholder: String(defaultWidth(study.spec || {}, study.target_width)) });
   const seeds = el("input", { id: "validation-seeds", type: "number", min: 1, max: 16, placeholder: "2" });
   let stopPolling = null;
   const render = (res) => {
