@@ -367,8 +367,8 @@ def summarise(plan: ValidationPlan, runs: Sequence[Run]) -> dict[str, Any]:
     best = min(measured, key=lambda i: points[i]["mean"]) if measured else None
     regret: dict[str, Any] = {}
     for role in (RECOMMENDED, *DEFAULTS):
-        i = next((k for k, p in enumerate(plan.points) if role in p.labels), None)
-        regret[role] = _regret(points, i, best, plan.seeds, plan.proxy_seed_std, plan.proxy_width)
+        where = next((k for k, p in enumerate(plan.points) if role in p.labels), None)
+        regret[role] = _regret(points, where, best, plan.seeds, plan.proxy_seed_std, plan.proxy_width)
     return json_safe({
         "width": plan.width, "depth": plan.depth, "seeds": list(plan.seeds), "recommended": list(plan.recommended),
         "target": list(plan.target) if plan.target else None, "points": points,
