@@ -208,7 +208,7 @@ def plan_for_study(
     study's own recommendation. The spec itself is never re-targeted: its recipe (init reference width,
     the lr rule from target_lr) is the study's."""
     from alphasearch import analysis
-    from alphasearch.report import build_report
+    from alphasearch.report import build_report, lane_spaces
 
     width, seeds = check_width(spec, width), check_seeds(seeds)
     report = build_report(spec, study_id, storage_url)
@@ -216,7 +216,9 @@ def plan_for_study(
     depth = max(spec.proxy_depths)
     rec = own
     if width != spec.target_width or depth != spec.target_depth and len(spec.proxy_depths) > 1:
-        space = analysis.SearchSpace(attn=spec.alpha_attn_range, ffn=spec.alpha_ffn_range)
+        spaces = lane_spaces(spec, study_id, storage_url).values()  # as build_report: boxes extended on an edge
+        space = analysis.SearchSpace(attn=(min(s.attn[0] for s in spaces), max(s.attn[1] for s in spaces)),
+                                     ffn=(min(s.ffn[0] for s in spaces), max(s.ffn[1] for s in spaces)))  # fmt: skip
         rec = analysis.recommend(report.optima, target_width=width, target_depth=depth, norm=spec.norm, space=space,
                                  study_ids=(study_id,))  # fmt: skip
     widest = max(report.optima, key=lambda o: (o.width, o.depth), default=None)
