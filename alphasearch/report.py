@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from alphasearch import analysis
+from alphasearch.backtest import leave_widest_out
 from alphasearch.cache import json_safe
 from alphasearch.errors import AlphaSearchError
 from alphasearch.search import make_storage, optuna_study_name
@@ -33,18 +34,26 @@ class StudyReport:
     recommendation: Any
     heatmaps: dict[str, Any]  # "w64-d4" -> HeatmapGrid, plus "extrapolated"
     fits: dict[str, Any]
+    backtest: dict[str, Any] | None = None  # alphasearch.backtest.leave_widest_out: in the recommendation JSON
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
             {
                 "study_id": self.study_id,
                 "spec": self.spec.to_dict(),
-                "recommendation": self.recommendation.to_dict(),
+                "recommendation": self.recommendation_dict(),
                 "per_width": [_optimum_dict(o, self.baselines) for o in self.optima],
                 "heatmaps": {k: g.to_dict() for k, g in self.heatmaps.items()},
                 "n_trials": len({(p.width, p.depth, p.alpha_attn, p.alpha_ffn) for p in self.points}),
             }
         )
+
+    def recommendation_dict(self) -> dict[str, Any]:
+        """The DESIGN §7 recommendation JSON, plus this study's leave-widest-out `backtest`."""
+        data = self.recommendation.to_dict()
+        if self.backtest is not None:
+            data["backtest"] = self.backtest
+        return data
 
     def write(self, out: str | Path) -> list[Path]:
         """Write result.json, one heatmap PNG per proxy width, the extrapolated one and the width fit."""
@@ -176,7 +185,8 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
             )
         except AlphaSearchError as exc:  # too few trials for a cross-width surface: the rest still stands
             recommendation.warnings.append(f"No extrapolated heatmap: {exc}")
-    return StudyReport(spec, study_id, points, baselines, optima, recommendation, heatmaps, fits)
+    backtest = leave_widest_out(points, optima, space=space, norm=spec.norm, level=level)
+    return StudyReport(spec, study_id, points, baselines, optima, recommendation, heatmaps, fits, backtest)
 
 
 def _optimum_dict(optimum: Any, baselines: dict[str, list[float]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import {
 import {
   copyText, el, fmtAlpha, fmtDuration, fmtLoss, fmtWhen, notice, OUTCOME_GLYPH, poll, progressBar, statusBadge, toast,
 } from "../ui.js";
+import { validationPanel } from "./validation.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const PARAMS = ["alpha_attn", "alpha_ffn", "alpha_final"];
@@ -307,7 +308,8 @@ export function studyPage(view, id) {
     if (selectedKey && byKey.has(selectedKey)) select(selectedKey);
     trialsBox.dataset.loaded = "true";
   };
-  const loadResults = async () => {
+  let validations = null;
+  const loadResults = async (study) => {
     const [rec, maps, trend] = await Promise.all([
       api(`studies/${id}/recommendation`),
       api(`studies/${id}/heatmaps`),
@@ -344,6 +346,9 @@ export function studyPage(view, id) {
       caption.textContent = heatmapPlot(div, h.grid);
     }
     widthPlot(widthDiv, rec, trend.params);
+    if (validations) validations.stop();
+    validations = validationPanel(id, study);
+    results.append(validations.node);
     results.dataset.loaded = "true";
   };
 
@@ -363,7 +368,7 @@ export function studyPage(view, id) {
     try {
       if (study.status === "completed" && !shown) {
         shown = true;
-        await loadResults();
+        await loadResults(study);
       }
       const done = !ACTIVE.has(study.status);
       if (study.status !== "queued" && (done || polls % 2 === 1)) await loadTrials();
@@ -376,6 +381,7 @@ export function studyPage(view, id) {
   }, 2500);
   return () => {
     stop();
+    if (validations) validations.stop();
     purge(view);
   };
 }
