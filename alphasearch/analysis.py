@@ -5,7 +5,11 @@ Three steps, each with its uncertainty carried into the next:
 1. Per proxy width (`width_optimum`): a quadratic surrogate of final val loss over
    (log alpha_attn, log alpha_ffn), fitted to the completed trials only, and its minimum inside the search
    box (not the single best trial). A case bootstrap over the completed trials gives a percentile
-   interval per coordinate. Diverged and stalled trials are counted and kept to mark the unstable region.
+   interval per coordinate. The quadratic's minimum is only reported when the data support it: it may not
+   predict a loss below the best measured mean by more than the noise of that difference, and it must
+   pass a lack-of-fit test (an F test against replicate noise, and a Gaussian-process comparison).
+   Otherwise a local (kernel-weighted) quadratic around the best measured point, with the same checks,
+   and failing that the best measured point itself, bracketed by its neighbours (`method` says which). Diverged and stalled trials are counted and kept to mark the unstable region.
    Noise: seeds repeated at the same alphas give the seed noise (`seed_std`); the spread of the
    surrogate over the finished points gives the alpha effect; their ratio is the `snr`. With an RMSNorm
    baseline, `dyt_vs_rmsnorm_gap` says whether DyT keeps up at that width.
@@ -52,6 +56,8 @@ from alphasearch.surrogate import (
     WidthAwareQuadratic,
     batched_lstsq,
     bootstrap_argmin,
+    bootstrap_local_argmin,
+    fit_local,
     fit_lstsq,
     full_coef,
     gp_residuals,
@@ -66,16 +72,21 @@ PARAMS: tuple[str, ...] = ("alpha_attn", "alpha_ffn")
 MIN_QUADRATIC = 9  # six coefficients + three residual dof; fewer -> separable fit
 MIN_SEPARABLE = 7  # five coefficients + two residual dof; fewer -> best trial
 FEW_TRIALS = 2 * QUAD_TERMS  # below this a width's optimum is flagged as unreliable
+MIN_WIDTHS = 3  # fewer proxy widths: a width trend can be fitted but not checked -> evidence "insufficient"
+MAX_DECADES = 1.0  # a 90% interval at the target wider than this (hi / lo > 10): evidence "insufficient"
 EDGE_TOL = 0.02  # in box units (half the log range = 1): an optimum this close to a bound is "on the edge"
 MISFIT = 6.0  # lack-of-fit statistic above which the surface is "not a bowl" (null 99th pct ~3)
 SNR_MIN = 3.0  # alpha effect / seed std below this: the alphas move the loss about as much as the seed does
 GAP_MAX = 0.05  # DyT's best mean loss more than 5% above RMSNorm's: DyT does not keep up at that width
 STALL_WARN = 0.2  # share of a width's runs that stalled above which the budget is too short there
 SE_FLOOR = 0.01  # smallest measurement error (log alpha) a width may claim, so no width dominates the fit
+LOF_P = 0.01  # lack-of-fit F test (quadratic vs replicate noise): p below this -> the quadratic does not fit
 METHOD_WORDS = {
     "quadratic": "a full quadratic fit",
     "separable": "a separable quadratic fit (too few trials for the attention x ffn interaction)",
-    "best_trial": "the single best trial (too few trials for any fit)",
+    "local": "a local quadratic around the best measured point (the global quadratic does not fit)",
+    "best_point": "the best measured alpha point (no fitted surface is supported by the data)",
+    "best_trial": "the single best trial (too few trials for any fit)",  # stored by older versions
 }
 
 
@@ -209,7 +220,7 @@ class WidthOptimum:
     n_diverged: int
     n_stalled: int
     on_edge: list[str]  # which of "alpha_attn"/"alpha_ffn" sits on the search-space edge
-    method: str  # "quadratic" | "separable" | "best_trial"
+    method: str  # "quadratic" | "separable" | "local" | "best_point" ("best_trial": older versions)
     residual_std: float | None  # surrogate residual std: trial noise + lack of fit (nats/byte)
     replicate_std: float | None = None  # pure noise from replicated alphas (several seeds), if any
     lack_of_fit: float | None = None  # > MISFIT: not a bowl in log alpha, the optimum may be biased
@@ -221,6 +232,18 @@ class WidthOptimum:
     best_mean_loss: float | None = None  # lowest mean over seeds of a finished alpha point
     rmsnorm_loss: float | None = None  # mean final val loss of the RMSNorm baseline here, if it ran
     n_replicated: int = 0  # finished alpha points with 2+ completed seeds
+    # Honesty of the optimum (issue 14). Defaults read "not checked", so older optima still load.
+    method_reason: str | None = None  # why the quadratic's minimum was not used, when it was not
+    quadratic_loss: float | None = None  # the (global) quadratic's own minimum, whatever method was used
+    lack_of_fit_p: float | None = None  # F test of the quadratic against replicate noise (None: no dof)
+    # Std of the loss DIFFERENCE between two alpha points run under the same (paired) seeds, from points
+    # with 2+ common seeds; None when too few points were replicated. Common seed effects cancel in it.
+    diff_std: float | None = None
+
+    @property
+    def noise(self) -> float | None:
+        """The noise the optimum is checked against: seed std, or the surrogate's residual std without replicates."""
+        return self.replicate_std if self.replicate_std else self.residual_std
 
     @property
     def seed_std(self) -> float | None:
@@ -255,7 +278,7 @@ class WidthOptimum:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d.update(interval_attn=list(self.interval_attn), interval_ffn=list(self.interval_ffn))
-        for name in ("seed_std", "snr", "dyt_vs_rmsnorm_gap", "stall_rate"):  # derived: not read back
+        for name in ("seed_std", "snr", "dyt_vs_rmsnorm_gap", "stall_rate", "noise"):  # derived: not read back
             d[name] = getattr(self, name)
         return {k: _finite(v) if isinstance(v, float) else v for k, v in d.items()}
 
@@ -325,13 +348,27 @@ def width_optimum(
             "trials train (see the markers on this width's heatmap) or lower the learning rate, then rerun."
         )
     method, coef6, resid_std = _surface(u, z)
-    u_star, pred = (u[np.argmin(z)], z.min()) if coef6 is None else quad_box_min(coef6)
-    boots = bootstrap_argmin(u, z, method=method, n_boot=n_boot, rng=np.random.default_rng(seed))
-    if len(boots) >= max(n_boot // 2, 10):
+    seeds = np.array([p.seed for p in pts if p.outcome == "completed"])
+    rep_std = _replicate_std(u, z)
+    lof = None if coef6 is None else gp_residuals(u, z, separable=method == "separable").lack_of_fit
+    choice = _choose(u, z, method, coef6, rep_std or resid_std, lof, _lack_of_fit_p(u, z, coef6, method))
+    rng = np.random.default_rng(seed)
+    if choice.method in ("quadratic", "separable"):
+        boots = bootstrap_argmin(u, z, method=method, n_boot=n_boot, rng=rng)
+    elif choice.method == "local":
+        boots = bootstrap_local_argmin(
+            u, z, centre=choice.centre, bandwidth=choice.bandwidth, lo=choice.lo, hi=choice.hi, n_boot=n_boot, rng=rng
+        )
+    else:
+        boots = np.empty((0, 2))
+    u_star, pred = choice.u, choice.pred
+    if choice.method == "best_point":
+        lo, hi = _bracket(u, z, u_star, rep_std or resid_std, level)
+    elif len(boots) >= max(n_boot // 2, 10):
         q = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2], axis=0)
         lo, hi = np.minimum(q[0], u_star), np.maximum(q[1], u_star)
-    else:  # most resamples were singular: all we know is that the optimum is in the box
-        lo, hi = np.full(2, -1.0), np.full(2, 1.0)
+    else:  # most resamples were singular: all we know is that the optimum is in the (trust) region
+        lo, hi = choice.lo, choice.hi
     a_star, a_lo, a_hi = space.to_alpha(u_star), space.to_alpha(lo), space.to_alpha(hi)
     effect, best_mean, n_replicated = _alpha_effect(u, z, coef6)
     base = [float(v) for v in baseline or () if _finite(v) is not None]
@@ -347,13 +384,11 @@ def width_optimum(
         n_completed=len(z),
         n_diverged=counts["diverged"],
         n_stalled=counts["stalled"],
-        on_edge=[p for i, p in enumerate(PARAMS) if abs(u_star[i]) >= 1 - EDGE_TOL],
-        method=method,
+        on_edge=[p for i, p in enumerate(PARAMS) if abs(u_star[i]) >= 1 - choice.edge_tol],
+        method=choice.method,
         residual_std=resid_std,
-        replicate_std=_replicate_std(u, z),
-        lack_of_fit=None
-        if coef6 is None
-        else gp_residuals(u, z, separable=method == "separable").lack_of_fit,
+        replicate_std=rep_std,
+        lack_of_fit=lof,
         level=level,
         n_pruned=counts["pruned"],
         n_failed=counts["failed"],
@@ -361,7 +396,169 @@ def width_optimum(
         best_mean_loss=best_mean,
         rmsnorm_loss=sum(base) / len(base) if base else None,
         n_replicated=n_replicated,
+        method_reason=choice.reason,
+        quadratic_loss=None if coef6 is None else float(quad_box_min(coef6)[1]),
+        lack_of_fit_p=_lack_of_fit_p(u, z, coef6, method),
+        diff_std=_paired_diff_std(u, z, seeds),
     )
+
+
+# ------------------------------------------------------------------------- is the optimum supported?
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """Which estimate of a width's optimum the data support, and where it may lie."""
+
+    method: str
+    u: np.ndarray  # the optimum, box units
+    pred: float  # its predicted (or measured) loss
+    reason: str | None  # why the global quadratic was not used
+    lo: np.ndarray  # region the optimum was searched in (the box, or the local model's trust region)
+    hi: np.ndarray
+    centre: np.ndarray | None = None  # local model: its centre and kernel bandwidth
+    bandwidth: float = 0.0
+    edge_tol: float = EDGE_TOL  # how close to a bound (box units) counts as "on the edge"
+
+
+def _per_point(u: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct alpha points -> (points (m, 2), index of each trial's point (n,), seeds per point, means)."""
+    uniq, inv, counts = np.unique(np.round(u, 9), axis=0, return_inverse=True, return_counts=True)
+    inv = inv.ravel()
+    return uniq, inv, counts, np.bincount(inv, z) / counts
+
+
+def _spacing(uniq: np.ndarray) -> float:
+    """Typical distance between neighbouring alpha points (box units): a grid's step."""
+    if len(uniq) < 2:
+        return 2.0
+    d = np.sqrt(((uniq[:, None] - uniq[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))
+
+
+def _best_index(counts: np.ndarray, means: np.ndarray, noise: float | None) -> int:
+    """The best measured point: the lowest mean, but a replicated point within one difference-std of it wins
+    (a single-seed point that is lowest by less than the noise is no better measured)."""
+    b = int(np.argmin(means))
+    sd = (noise or 0.0) * np.sqrt(1 / counts + 1 / counts[b])
+    near = np.flatnonzero(means <= means[b] + sd)
+    return int(min(near, key=lambda i: (-counts[i], means[i])))
+
+
+def _lack_of_fit_p(u: np.ndarray, z: np.ndarray, coef6: np.ndarray | None, method: str) -> float | None:
+    """p-value of the classic lack-of-fit F test: the quadratic's residuals beyond the pure (replicate) error.
+
+    Needs 2+ degrees of freedom of pure error (replicated points) and more distinct points than
+    coefficients; None otherwise."""
+    if coef6 is None:
+        return None
+    _, inv, counts, means = _per_point(u, z)
+    n, m = len(z), len(counts)
+    p = QUAD_TERMS - (method == "separable")
+    if n - m < 2 or m - p < 1:
+        return None
+    ss_pe = float(((z - means[inv]) ** 2).sum())
+    ss_res = float(((z - quad_eval(coef6, u)) ** 2).sum())
+    if ss_pe <= 0:
+        return 0.0 if ss_res > 1e-18 else 1.0
+    f = (max(ss_res - ss_pe, 0.0) / (m - p)) / (ss_pe / (n - m))
+    return float(stats.f.sf(f, m - p, n - m))
+
+
+def _paired_diff_std(u: np.ndarray, z: np.ndarray, seeds: np.ndarray) -> float | None:
+    """Std of L(a, s) - L(b, s) between two alpha points under the same seed s, pooled over every pair of
+    points with 2+ common seeds (the spread of the per-seed differences around their mean)."""
+    uniq, inv, counts, _ = _per_point(u, z)
+    rep = np.flatnonzero(counts > 1)
+    by_point = [{int(s): float(v) for s, v in zip(seeds[inv == i], z[inv == i], strict=True)} for i in rep]
+    ss, dof = 0.0, 0
+    for i in range(len(by_point)):
+        for j in range(i + 1, len(by_point)):
+            common = sorted(set(by_point[i]) & set(by_point[j]))
+            if len(common) < 2:
+                continue
+            d = np.array([by_point[i][s] - by_point[j][s] for s in common])
+            ss, dof = ss + float(((d - d.mean()) ** 2).sum()), dof + len(d) - 1
+    return math.sqrt(ss / dof) if dof else None
+
+
+def _unsupported(pred: float, best_mean: float, best_count: int, noise: float | None, what: str) -> str | None:
+    """Why a fitted minimum is not supported by the data, or None when it is.
+
+    Supported: its predicted loss lies below the best measured mean by at most the noise of their
+    difference, noise x sqrt(1 + 1 / seeds at the best point) (one new run there against that mean)."""
+    if noise is None:
+        return None
+    tol = noise * math.sqrt(1 + 1 / best_count) + 1e-9 * abs(best_mean)
+    if pred < best_mean - tol:
+        return (
+            f"{what} predicts {pred:.4g} at its minimum, {best_mean - pred:.3g} below the best measured mean "
+            f"{best_mean:.4g}, more than the noise of that difference ({tol:.3g})"
+        )
+    return None
+
+
+def _choose(
+    u: np.ndarray,
+    z: np.ndarray,
+    method: str,
+    coef6: np.ndarray | None,
+    noise: float | None,
+    gp_lof: float | None,
+    lof_p: float | None,
+) -> _Choice:
+    """The global quadratic when it fits and its minimum is supported; else a local quadratic around the
+    best measured point (minimised within one design step of it), with the same support check; else the
+    best measured point."""
+    box_lo, box_hi = np.full(2, -1.0), np.full(2, 1.0)
+    uniq, _, counts, means = _per_point(u, z)
+    spacing, lowest = _spacing(uniq), int(np.argmin(means))
+    best_mean, best_count = float(means[lowest]), int(counts[lowest])
+    b = _best_index(counts, means, noise)
+    reasons = []
+    if coef6 is None:
+        reasons.append(f"only {len(z)} trials finished, too few for any fit")
+    else:
+        u_q, pred_q = quad_box_min(coef6)
+        if lof_p is not None and lof_p < LOF_P:
+            reasons.append(f"the quadratic fails a lack-of-fit test against the seed noise (p = {lof_p:.2g})")
+        if gp_lof is not None and gp_lof > MISFIT:
+            reasons.append(f"a smoother model explains the trials much better (lack of fit {gp_lof:.1f} > {MISFIT:.0f})")
+        why = _unsupported(float(pred_q), best_mean, best_count, noise, "the quadratic")
+        if why:
+            reasons.append(why)
+        if not reasons:
+            return _Choice(method, u_q, float(pred_q), None, box_lo, box_hi)
+        centre, bandwidth = uniq[b], max(spacing, 0.25)
+        fit = fit_local(u, z, centre, bandwidth) if len(uniq) >= QUAD_TERMS else None
+        lo, hi = np.maximum(centre - spacing, box_lo), np.minimum(centre + spacing, box_hi)
+        if fit is None:
+            reasons.append("a local quadratic around the best point is singular")
+        else:
+            u_l, pred_l = quad_box_min(fit.coef, lo, hi)
+            why = _unsupported(float(pred_l), best_mean, best_count, noise, "the local quadratic")
+            if why is None:
+                return _Choice("local", u_l, float(pred_l), "; ".join(reasons), lo, hi, centre, bandwidth)
+            reasons.append(why)
+    lo, hi = np.maximum(uniq[b] - spacing, box_lo), np.minimum(uniq[b] + spacing, box_hi)
+    # A measured point is on the edge when it is the outermost one: within half a design step of the bound.
+    return _Choice(
+        "best_point", uniq[b].astype(float), float(means[b]), "; ".join(reasons), lo, hi, edge_tol=max(EDGE_TOL, spacing / 2)
+    )
+
+
+def _bracket(u: np.ndarray, z: np.ndarray, at: np.ndarray, noise: float | None, level: float) -> tuple[np.ndarray, ...]:
+    """Interval of a best measured point: every point whose mean is within the level's noise of the difference
+    from it, widened by one design step each way (the optimum lies between worse neighbours)."""
+    uniq, _, counts, means = _per_point(u, z)
+    b = int(np.argmin(((uniq - at) ** 2).sum(-1)))
+    sd = (noise or 0.0) * np.sqrt(1 / counts + 1 / counts[b])
+    tied = uniq[means <= means[b] + _z(level) * sd]
+    step = _spacing(uniq)
+    lo = np.maximum(np.minimum(tied.min(axis=0), at) - step, -1.0)
+    hi = np.minimum(np.maximum(tied.max(axis=0), at) + step, 1.0)
+    return lo, hi
 
 
 # ------------------------------------------------------------------------------------------ width trend
@@ -563,6 +760,8 @@ class Recommendation:
     studies: list[str]
     basis: dict[str, str]  # per param: "power_law" | "pooled" | "single_width"
     per_width: list[WidthOptimum] = field(default_factory=list)
+    evidence: str = "sufficient"  # "insufficient": no interval a user can act on (see `next_steps`)
+    next_steps: list[str] = field(default_factory=list)  # what to run to get one
 
     def to_dict(self) -> dict[str, Any]:
         no_fit = {"exponent": None, "exponent_interval": None, "r2": None, "significant": False}
@@ -586,6 +785,8 @@ class Recommendation:
             "studies": list(self.studies),
             "basis": dict(self.basis),
             "per_width": [o.to_dict() for o in self.per_width],
+            "evidence": self.evidence,
+            "next_steps": list(self.next_steps),
         }
 
 
@@ -637,14 +838,20 @@ def _per_width_warnings(opts: Sequence[WidthOptimum], space: SearchSpace) -> lis
                 f"({lo:.3g} to {hi:.3g}), so the true optimum may lie outside it and the width fit is biased. "
                 f"Widen the {param} range {'below' if side == 'lower' else 'above'} {bound:.3g} and rerun."
             )
-        if o.lack_of_fit is not None and o.lack_of_fit > MISFIT:
+        if o.lack_of_fit is not None and o.lack_of_fit > MISFIT and o.method in ("quadratic", "separable"):
             out.append(
                 f"{where} the loss surface is not a quadratic bowl in log alpha (a smoother fit explains the "
                 "trials much better), so the optimum there may be off by more than its interval. Narrow the "
                 f"search space around it (e.g. alpha_attn {o.alpha_attn / 4:.3g} to {o.alpha_attn * 4:.3g}, "
                 f"alpha_ffn {o.alpha_ffn / 4:.3g} to {o.alpha_ffn * 4:.3g}) and rerun that width."
             )
-        if o.n_completed < FEW_TRIALS or o.method != "quadratic":
+        if o.n_completed >= FEW_TRIALS and o.method in ("local", "best_point"):
+            out.append(
+                f"{where} the quadratic surface is not supported by the trials ({o.method_reason}), so the "
+                f"optimum comes from {METHOD_WORDS[o.method]}; its interval brackets the points that are not "
+                "measurably worse. More seeds per point (seeds) or a finer grid around it narrow it."
+            )
+        elif o.n_completed < FEW_TRIALS or o.method != "quadratic":
             out.append(
                 f"{where} only {o.n_completed} trials finished ({o.n_diverged} diverged, {o.n_stalled} "
                 f"stalled), so its optimum comes from {METHOD_WORDS[o.method]} and is unreliable. "
@@ -697,6 +904,59 @@ def _design_warnings(
     return out
 
 
+def _evidence(
+    opts: Sequence[WidthOptimum], est: dict[str, tuple[float, float, float]], factor: float, study_ids: Sequence[str]
+) -> tuple[str, list[str]]:
+    """("sufficient" | "insufficient", next steps). Insufficient: a 90% interval at the target spans more than
+    MAX_DECADES decade(s) in either alpha, fewer than MIN_WIDTHS proxy widths ran, or a width has fewer than
+    FEW_TRIALS finished trials. The steps name what to run, concretely, for every shortfall found."""
+    widths = sorted({o.width for o in opts})
+    wide = {p: hi / lo for p, (_, lo, hi) in est.items() if not (lo > 0 and hi / lo <= 10**MAX_DECADES)}
+    few = sorted({o.width for o in opts if o.n_completed < FEW_TRIALS})
+    steps = []
+    if len(widths) < MIN_WIDTHS:
+        steps.append(
+            f"Run proxies at {MIN_WIDTHS} or more widths (proxy_widths, e.g. {[*widths, 2 * widths[-1]][-MIN_WIDTHS:]} "
+            f"or wider): {len(widths)} width(s) cannot fit and check a width trend."
+        )
+    if few:
+        steps.append(
+            f"Run more trials: at widths {few} fewer than {FEW_TRIALS} trials finished; raise trials_per_width "
+            "(e.g. 16, a 4x4 grid) or move the search box away from diverging/stalling alphas."
+        )
+    unreplicated = [o.width for o in opts if o.seed_std is None]
+    noisy = [o.width for o in opts if o.snr is not None and o.snr < SNR_MIN]
+    if unreplicated or noisy:
+        parts = [f"seed noise is unknown at widths {unreplicated} (set replicate_best to 3)"] if unreplicated else []
+        if noisy:
+            parts.append(f"the alpha effect is within noise at widths {noisy} (seeds 2-3, or longer runs: tokens_per_trial)")
+        steps.append("Run more seeds: " + "; ".join(parts) + ".")
+    coarse = [o.width for o in opts if o.method in ("best_point", "local") and o.n_completed >= FEW_TRIALS]
+    if coarse:
+        steps.append(
+            f"Search finer around the optimum at widths {coarse}: the fitted surface is not supported there, so "
+            "the optimum is a measured point bracketed by its neighbours; a narrower box around it (or more "
+            "trials) measures the region in between."
+        )
+    edge = sorted({o.width for o in opts if o.on_edge})
+    if edge:
+        steps.append(f"Widen the search box where the optimum sits on its edge (widths {edge}) and rerun.")
+    if wide:
+        what = ", ".join(f"{p} spans {v:.3g}x" for p, v in wide.items())
+        steps.append(
+            f"Add a wider proxy width (the target is {factor:.0f}x the widest, {widths[-1]}): the 90% interval at "
+            f"the target is wider than one decade ({what}); wider and more proxies shorten the extrapolation."
+        )
+    if wide or len(widths) < MIN_WIDTHS or few:
+        study = study_ids[0] if study_ids else "STUDY"
+        steps.append(
+            f"Check the pair directly: `alphasearch validate {study} --width {2 * widths[-1]}` trains it, (1, 1) "
+            "and (0.5, 0.5) at a width larger than every proxy and reports the regret."
+        )
+        return "insufficient", steps
+    return "sufficient", steps
+
+
 def recommend(
     optima: Iterable[WidthOptimum],
     *,
@@ -743,6 +1003,7 @@ def recommend(
             est[param] = (est[param][0], min(est[param][1], trend[1]), max(est[param][2], trend[2]))
     warnings += _design_warnings(opts, fits, target_depth, factor, max_extrapolation)
     (a, a_lo, a_hi), (f, f_lo, f_hi) = est["alpha_attn"], est["alpha_ffn"]
+    evidence, next_steps = _evidence(opts, est, factor, study_ids)
     return Recommendation(
         width=target_width,
         depth=target_depth,
@@ -761,6 +1022,8 @@ def recommend(
         studies=[str(s) for s in study_ids],
         basis=basis,
         per_width=opts,
+        evidence=evidence,
+        next_steps=next_steps,
     )
 
 
@@ -823,13 +1086,19 @@ def _axes(space: SearchSpace, n: int, u_lo: np.ndarray, u_hi: np.ndarray) -> tup
 
 
 def heatmap_grid(
-    points: Iterable[TrialPoint], *, space: SearchSpace, n: int = 25, surrogate: str = "gp"
+    points: Iterable[TrialPoint],
+    *,
+    space: SearchSpace,
+    n: int = 25,
+    surrogate: str = "gp",
+    optimum: tuple[float, float] | None = None,
 ) -> HeatmapGrid:
     """Loss surface of one proxy (width, depth) over the search space, with the real trials on it.
 
     `surrogate="gp"` draws the quadratic plus a Gaussian-process fit of its residuals (follows a surface
-    that is not a bowl); "quadratic" draws the fit the optimum comes from. The star is always the
-    quadratic's optimum, as in `width_optimum`. Below 7 finished trials only the points are returned.
+    that is not a bowl); "quadratic" draws the quadratic fit. The star is `optimum` (pass the width's
+    `WidthOptimum`, which may come from a local model or the best point), else the quadratic's minimum.
+    Below 7 finished trials only the points are returned.
 
         >>> g = heatmap_grid(pts, space=space, n=25)  # doctest: +SKIP
         >>> g.loss.shape, g.alpha_attn[:2]  # doctest: +SKIP
@@ -840,7 +1109,7 @@ def heatmap_grid(
     a_ax, f_ax, gu = _axes(space, n, np.full(2, -1.0), np.full(2, 1.0))
     u, z = _completed_uz(pts, space)
     method, coef6, _ = _surface(u, z)
-    loss, std, optimum, used = np.full((n, n), np.nan), None, None, "none"
+    loss, std, used = np.full((n, n), np.nan), None, "none"
     if coef6 is not None:
         separable = method == "separable"
         if surrogate == "gp":
@@ -852,8 +1121,9 @@ def heatmap_grid(
             Fg = quad_features(gu, separable=separable)
             mean, sd, used = Fg @ fit.coef, fit.se_mean(Fg), method
         loss, std = mean.reshape(n, n), sd.reshape(n, n)
-        a_opt = space.to_alpha(quad_box_min(coef6)[0])
-        optimum = (float(a_opt[0]), float(a_opt[1]))
+        if optimum is None:
+            a_opt = space.to_alpha(quad_box_min(coef6)[0])
+            optimum = (float(a_opt[0]), float(a_opt[1]))
     return HeatmapGrid(
         width=pts[0].width,
         depth=pts[0].depth,

@@ -43,10 +43,15 @@ def log_grid(lo: float, hi: float, k: int) -> list[float]:
     return [float(lo * (hi / lo) ** (i / (k - 1))) for i in range(k)] if k > 1 else [math.sqrt(lo * hi)]
 
 
-def grid_points(spec: StudySpec, lane_index: int) -> list[Point]:
-    """The lane's k x k grid (k = sqrt(trials_per_width)) in the fixed order the lane runs it."""
+Box = tuple[tuple[float, float], tuple[float, float]]  # (alpha_attn range, alpha_ffn range)
+
+
+def grid_points(spec: StudySpec, lane_index: int, box: Box | None = None) -> list[Point]:
+    """The lane's k x k grid (k = sqrt(trials_per_width)) over `box` (default: the spec's) in the fixed order
+    the lane runs it."""
     k = math.isqrt(spec.trials_per_width)
-    attn, ffn = log_grid(*spec.alpha_attn_range, k), log_grid(*spec.alpha_ffn_range, k)
+    attn_range, ffn_range = box or (spec.alpha_attn_range, spec.alpha_ffn_range)
+    attn, ffn = log_grid(*attn_range, k), log_grid(*ffn_range, k)
     cells = [{"alpha_attn": a, "alpha_ffn": f} for a in attn for f in ffn]
     order = np.random.default_rng(_entropy(spec, lane_index)).permutation(len(cells))
     return [cells[int(i)] for i in order]
@@ -157,12 +162,16 @@ def decided(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
     return len(seen)
 
 
-def next_grid_point(spec: StudySpec, lane_index: int, trials: list[optuna.trial.FrozenTrial]) -> Point | None:
-    """The first point of the lane's grid that no trial has taken; None once every point is taken."""
+def next_grid_point(
+    spec: StudySpec, lane_index: int, trials: list[optuna.trial.FrozenTrial], boxes: list[Box] | None = None
+) -> Point | None:
+    """The first point of the lane's grid passes (one per box, in order) that no trial has taken; None once
+    every point is taken."""
     have = taken(trials)
-    for point in grid_points(spec, lane_index):
-        if not _contains(have, (point["alpha_attn"], point["alpha_ffn"])):
-            return point
+    for box in boxes or [None]:  # type: ignore[list-item]
+        for point in grid_points(spec, lane_index, box):
+            if not _contains(have, (point["alpha_attn"], point["alpha_ffn"])):
+                return point
     return None
 
 

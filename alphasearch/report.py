@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from alphasearch import analysis
+from alphasearch.backtest import leave_widest_out
 from alphasearch.cache import json_safe
 from alphasearch.errors import AlphaSearchError
 from alphasearch.search import make_storage, optuna_study_name
@@ -33,18 +34,26 @@ class StudyReport:
     recommendation: Any
     heatmaps: dict[str, Any]  # "w64-d4" -> HeatmapGrid, plus "extrapolated"
     fits: dict[str, Any]
+    backtest: dict[str, Any] | None = None  # alphasearch.backtest.leave_widest_out: in the recommendation JSON
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
             {
                 "study_id": self.study_id,
                 "spec": self.spec.to_dict(),
-                "recommendation": self.recommendation.to_dict(),
+                "recommendation": self.recommendation_dict(),
                 "per_width": [_optimum_dict(o, self.baselines) for o in self.optima],
                 "heatmaps": {k: g.to_dict() for k, g in self.heatmaps.items()},
                 "n_trials": len({(p.width, p.depth, p.alpha_attn, p.alpha_ffn) for p in self.points}),
             }
         )
+
+    def recommendation_dict(self) -> dict[str, Any]:
+        """The DESIGN §7 recommendation JSON, plus this study's leave-widest-out `backtest`."""
+        data = self.recommendation.to_dict()
+        if self.backtest is not None:
+            data["backtest"] = self.backtest
+        return data
 
     def write(self, out: str | Path) -> list[Path]:
         """Write result.json, one heatmap PNG per proxy width, the extrapolated one and the width fit."""
@@ -87,6 +96,22 @@ def trial_points(spec: StudySpec, study_id: str, storage_url: str) -> tuple[list
     return points, baselines
 
 
+def lane_spaces(spec: StudySpec, study_id: str, storage_url: str) -> dict[str, analysis.SearchSpace]:
+    """"w64-d4" -> the box that lane searched: the spec's, or the union of its grid passes when the search
+    extended it (StudySpec.extend_box; the boxes are stored with the lane's Optuna study)."""
+    storage = make_storage(storage_url)
+    out = {}
+    for depth in spec.proxy_depths:
+        for width in spec.proxy_widths:
+            study = _load(storage, optuna_study_name(study_id, width, depth))
+            boxes = (study.user_attrs.get("boxes") if study else None) or [[spec.alpha_attn_range, spec.alpha_ffn_range]]
+            out[f"w{width}-d{depth}"] = analysis.SearchSpace(
+                attn=(min(b[0][0] for b in boxes), max(b[0][1] for b in boxes)),
+                ffn=(min(b[1][0] for b in boxes), max(b[1][1] for b in boxes)),
+            )
+    return out
+
+
 def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
     try:
         return optuna.load_study(study_name=name, storage=storage)
@@ -119,7 +144,11 @@ def _points_of(trial: optuna.trial.FrozenTrial, width: int, depth: int) -> list[
 def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: float = 0.9) -> StudyReport:
     """Analyse a (finished or partial) study. Raises AlphaSearchError when nothing has finished yet."""
     points, baselines = trial_points(spec, study_id, storage_url)
-    space = analysis.SearchSpace(attn=spec.alpha_attn_range, ffn=spec.alpha_ffn_range)
+    spaces = lane_spaces(spec, study_id, storage_url)  # a lane's box, extended where its optimum sat on an edge
+    space = analysis.SearchSpace(
+        attn=(min(s.attn[0] for s in spaces.values()), max(s.attn[1] for s in spaces.values())),
+        ffn=(min(s.ffn[0] for s in spaces.values()), max(s.ffn[1] for s in spaces.values())),
+    )
     optima, heatmaps = [], {}
     for depth in spec.proxy_depths:
         for width in spec.proxy_widths:
@@ -127,8 +156,12 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
             if not any(p.outcome == "completed" for p in mine):
                 continue
             base = baselines.get(f"w{width}-d{depth}")
-            optima.append(analysis.width_optimum(mine, space=space, level=level, baseline=base))
-            heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(mine, space=space)
+            lane_space = spaces[f"w{width}-d{depth}"]
+            opt = analysis.width_optimum(mine, space=lane_space, level=level, baseline=base)
+            optima.append(opt)
+            heatmaps[f"w{width}-d{depth}"] = analysis.heatmap_grid(
+                mine, space=lane_space, optimum=(opt.alpha_attn, opt.alpha_ffn)
+            )
     recommendation = analysis.recommend(
         optima,
         target_width=spec.target_width,
@@ -152,7 +185,8 @@ def build_report(spec: StudySpec, study_id: str, storage_url: str, *, level: flo
             )
         except AlphaSearchError as exc:  # too few trials for a cross-width surface: the rest still stands
             recommendation.warnings.append(f"No extrapolated heatmap: {exc}")
-    return StudyReport(spec, study_id, points, baselines, optima, recommendation, heatmaps, fits)
+    backtest = leave_widest_out(points, optima, space=space, norm=spec.norm, level=level)
+    return StudyReport(spec, study_id, points, baselines, optima, recommendation, heatmaps, fits, backtest)
 
 
 def _optimum_dict(optimum: Any, baselines: dict[str, list[float]]) -> dict[str, Any]:

@@ -141,6 +141,12 @@ class Lane:
     seeds: list[int]  # the seeds every search trial runs
     replicate_seeds: list[int] = field(default_factory=list)  # one replicate trial each, after the search
     index: int = 0  # the lane's place in the study: part of its sampler seeds (alphasearch.points)
+    boxes: list[points.Box] = field(default_factory=list)  # grid passes run so far (StudySpec.extend_box)
+
+    @property
+    def box(self) -> points.Box:
+        """The union of the lane's boxes: where its points may lie (the spec's box without extensions)."""
+        return _union(self.boxes)
 
     @property
     def label(self) -> str:
@@ -243,7 +249,14 @@ class StudyRunner:
                     extra = 0 if baseline else spec.replicate_runs
                     replicate_seeds = list(range(spec.first_seed + count, spec.first_seed + count + extra))
                     budget = 1 if baseline else spec.trials_per_width
-                    lanes.append(Lane(width, depth, baseline, study, budget, seeds, replicate_seeds, len(lanes)))
+                    boxes = [_box(b) for b in study.user_attrs.get("boxes", [])] or [
+                        (spec.alpha_attn_range, spec.alpha_ffn_range)
+                    ]
+                    if not baseline and spec.sampler == "grid":
+                        budget = _grid_budget(spec, len(lanes), boxes)
+                    lanes.append(
+                        Lane(width, depth, baseline, study, budget, seeds, replicate_seeds, len(lanes), boxes)
+                    )
         return lanes
 
     # -- main loop ---------------------------------------------------------------------------------
@@ -309,6 +322,8 @@ class StudyRunner:
         n_rep = len(lane.replicate_seeds)
         if s_done + s_running < lane.budget:
             return _LaneState(s_done, running, lane.budget + n_rep, False, "search")
+        if reap and not s_running and not any(REPLICATE_OF in t.user_attrs for t in trials) and self._extend(lane, search):
+            return _LaneState(s_done, running, lane.budget + n_rep, False, "search")
         if s_done < lane.budget or not n_rep:  # search trials still running, or nothing to replicate
             done = min(s_done, lane.budget)
             return _LaneState(done, running, lane.budget + n_rep, done >= lane.budget and not n_rep)
@@ -327,6 +342,43 @@ class StudyRunner:
         elif missing:
             state.work, state.best, state.seed = "replicate", best, missing[0]
         return state
+
+    def _extend(self, lane: Lane, search: list[optuna.trial.FrozenTrial]) -> bool:
+        """After a grid pass: when the lane's optimum (alphasearch.analysis.width_optimum over its box) sits
+        on an edge, add a pass over a box re-centred on it (the edge parameter's range keeps the original
+        log width, clipped to two decades beyond the original box; the other keeps the lane's range), record
+        the boxes with the lane's Optuna study, and return True. At most `spec.extend_box` extra passes."""
+        from alphasearch.analysis import SearchSpace, TrialPoint, width_optimum
+
+        spec = self.spec
+        if lane.baseline or spec.sampler != "grid" or len(lane.boxes) > (spec.extend_box or 0):
+            return False
+        pts = [
+            TrialPoint(t.params["alpha_attn"], t.params["alpha_ffn"], loss, "completed", lane.width, lane.depth, seed)
+            for t in search
+            if t.user_attrs.get("outcome") == "completed" and points.point_of(t) is not None
+            for seed, loss in zip(t.user_attrs.get("seeds", []), t.user_attrs.get("seed_losses", []), strict=False)
+            if loss is not None
+        ]
+        if not pts:
+            return False
+        union = lane.box
+        opt = width_optimum(pts, space=SearchSpace(attn=union[0], ffn=union[1]), n_boot=50)
+        new, grows = [], False
+        for i, (param, original) in enumerate(zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range))):
+            if param not in opt.on_edge:
+                new.append(union[i])
+                continue
+            half, value = math.sqrt(original[1] / original[0]), getattr(opt, param)
+            lo, hi = max(value / half, original[0] / 100), min(value * half, original[1] * 100)
+            grows = grows or lo < union[i][0] * (1 - 1e-9) or hi > union[i][1] * (1 + 1e-9)
+            new.append((lo, hi))
+        if not grows:  # centred inside, or at the two-decade limit already
+            return False
+        lane.boxes.append((new[0], new[1]))
+        lane.study.set_user_attr("boxes", [[list(a), list(f)] for a, f in lane.boxes])
+        lane.budget = _grid_budget(spec, lane.index, lane.boxes)
+        return True
 
     def _reap(self, lane: Lane) -> list[optuna.trial.FrozenTrial]:
         """The lane's trials, after failing + re-queueing those of a dead driver.
@@ -416,8 +468,8 @@ class StudyRunner:
             # only when none is queued does the sampler set above decide the point.
             trial = lane.study.ask(
                 {
-                    "alpha_attn": optuna.distributions.FloatDistribution(*spec.alpha_attn_range, log=True),
-                    "alpha_ffn": optuna.distributions.FloatDistribution(*spec.alpha_ffn_range, log=True),
+                    "alpha_attn": optuna.distributions.FloatDistribution(*lane.box[0], log=True),
+                    "alpha_ffn": optuna.distributions.FloatDistribution(*lane.box[1], log=True),
                 }
             )
             alphas = (trial.params["alpha_attn"], trial.params["alpha_ffn"])
@@ -465,7 +517,7 @@ class StudyRunner:
         if not queued and any(t.state == states.RUNNING and t._trial_id not in ours for t in trials):
             return None  # a dead driver's trial: wait for `_reap` to re-queue it (see the docstring)
         if self.spec.sampler == "grid":
-            cell = points.next_grid_point(self.spec, lane.index, trials)
+            cell = points.next_grid_point(self.spec, lane.index, trials, lane.boxes)
             if cell is None:  # every cell taken: only a queued trial (re-queued point) may still be handed out
                 return lane.study.sampler if queued else None
             return points.PointSampler(cell)
@@ -573,6 +625,29 @@ class StudyRunner:
             ]
             rows.append(LaneProgress(lane.label, state.done, state.total, min(values) if values else None))
         self.on_progress(rows)
+
+
+def _box(stored: Any) -> points.Box:
+    (a_lo, a_hi), (f_lo, f_hi) = stored
+    return ((float(a_lo), float(a_hi)), (float(f_lo), float(f_hi)))
+
+
+def _union(boxes: list[points.Box]) -> points.Box:
+    return (
+        (min(b[0][0] for b in boxes), max(b[0][1] for b in boxes)),
+        (min(b[1][0] for b in boxes), max(b[1][1] for b in boxes)),
+    )
+
+
+def _grid_budget(spec: StudySpec, lane_index: int, boxes: list[points.Box]) -> int:
+    """Distinct points over the lane's grid passes (a re-centred pass may share points with an earlier one)."""
+    seen: list[tuple[float, float]] = []
+    for box in boxes:
+        for p in points.grid_points(spec, lane_index, box):
+            q = (p["alpha_attn"], p["alpha_ffn"])
+            if not any(math.isclose(q[0], r[0], rel_tol=1e-9) and math.isclose(q[1], r[1], rel_tol=1e-9) for r in seen):
+                seen.append(q)
+    return len(seen)
 
 
 def _classify(flight: _Flight, results: list[TrainResult]) -> tuple[str, float | None, Any]:

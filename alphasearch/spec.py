@@ -55,12 +55,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect_stalls": False,  # 30 steps cannot beat the unigram entropy: every run would "stall"
         "max_total_tokens": 10_000_000,
         "replicate_best": 0,  # seed noise is not worth measuring on 30-step runs
+        "extend_box": 0,
     },
-    # Minutes on a 2-core laptop: three proxy widths, a 3x3 grid each, short runs.
+    # Minutes on a 2-core laptop: three proxy widths, a 4x4 grid each, short runs. 16 points, not 9: the
+    # analysis wants 12 finished trials per width (6 quadratic coefficients, twice over), and a 3-level
+    # axis puts a parabola's vertex between two tied levels, an artefact of the design (issue 14).
     "quick": {
         "proxy_widths": [32, 64, 128],
         "proxy_depths": [4],
-        "trials_per_width": 9,
+        "trials_per_width": 16,
         "tokens_per_trial": 32 * 128 * 150,
         "batch_size": 32,
         "seq_len": 128,
@@ -75,6 +78,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect_stalls": True,
         "max_total_tokens": 200_000_000,
         "replicate_best": 3,
+        "extend_box": 1,
     },
     # An hour or a few on a workstation: four widths, TPE + ASHA, longer runs.
     "standard": {
@@ -97,6 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect_stalls": True,
         "max_total_tokens": 5_000_000_000,
         "replicate_best": 3,
+        "extend_box": 2,
     },
     # A GPU cluster: wider proxies, several depths, Chinchilla-ish token counts for the small widths.
     "paper-like": {
@@ -115,6 +120,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "detect_stalls": True,
         "max_total_tokens": 10**12,
         "replicate_best": 3,
+        "extend_box": 2,
     },
 }
 
@@ -145,6 +151,10 @@ class StudySpec:
     # After a width's search, re-run its best point with further seeds (first_seed+seeds, ...) until it has
     # this many, to measure seed noise against the alpha effect. 0 = never; None = the preset's value.
     replicate_best: int | None = None
+    # A grid lane whose optimum sits on an edge of the box runs this many more grid passes, each over a box
+    # re-centred on the edge optimum (never beyond two decades outside the original box); 0 = only warn.
+    # The boxes a lane ran are stored with its Optuna study (user attr "boxes"). None = the preset's value.
+    extend_box: int | None = None
     lr: float = 0.0
     warmup_steps: int = -1
     eval_interval: int = 0
@@ -239,6 +249,11 @@ class StudySpec:
                 f"got {rb!r}; use an integer from 0 (no replication) to 32: the seeds the best point of each "
                 "width ends up with (e.g. 3)",
             )
+        eb = self.extend_box
+        if isinstance(eb, bool) or not isinstance(eb, int) or not 0 <= eb <= 4:
+            raise ConfigError(
+                "extend_box", f"got {eb!r}; use an integer from 0 (never extend the box, only warn) to 4 (grid passes)"
+            )
         _int("batch_size", self.batch_size, lo=1, hi=65_536)
         _int("seq_len", self.seq_len, lo=2, hi=65_536)
         _int("tokens_per_trial", self.tokens_per_trial, lo=self.batch_size * self.seq_len, hi=10**13)
@@ -251,12 +266,12 @@ class StudySpec:
             )
         if self.sampler == "grid" and self.trials_per_width < 4:
             raise ConfigError("trials_per_width", "a grid needs at least 2 x 2 = 4 trials")
-        if self.total_tokens > self.max_total_tokens:
+        if self.total_tokens + self.extension_tokens > self.max_total_tokens:
             raise ConfigError(
                 "tokens_per_trial",
-                f"this study needs {self.total_tokens:,} training tokens, more than the "
+                f"this study needs up to {self.total_tokens + self.extension_tokens:,} training tokens, more than the "
                 f"{self.preset!r} preset allows ({self.max_total_tokens:,}); reduce trials_per_width, "
-                "tokens_per_trial, seeds, replicate_best or proxy widths, or use a larger preset",
+                "tokens_per_trial, seeds, replicate_best, extend_box or proxy widths, or use a larger preset",
             )
         # Build one proxy config now so width/head/etc. errors surface at submission, not in a worker.
         for w in self.proxy_widths:
@@ -320,6 +335,14 @@ class StudySpec:
         if self.rmsnorm_baseline:
             runs += len(self.proxy_widths) * len(self.proxy_depths) * max(2, self.seeds)
         return runs * self.tokens_per_trial
+
+    @property
+    def extension_tokens(self) -> int:
+        """Training tokens of the extra grid passes (`extend_box`) if every lane's optimum sat on an edge."""
+        if self.sampler != "grid":
+            return 0
+        lanes = len(self.proxy_widths) * len(self.proxy_depths)
+        return lanes * (self.extend_box or 0) * self.trials_per_width * self.seeds * self.tokens_per_trial
 
     @property
     def total_trials(self) -> int:
@@ -391,6 +414,8 @@ class StudySpec:
                 data.pop(key, None)
         if data.get("target_lr") is None:
             data.pop("lr_rule", None)  # the rule only matters with a target_lr
+        if not data.get("extend_box"):  # 0 computes what specs without the field did
+            data.pop("extend_box", None)
         if not data.get("replicate_best"):  # 0 replicates computes what specs without the field did
             data.pop("replicate_best", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -429,7 +454,7 @@ def parse_document(text: str) -> Any:
 
 
 # Fields whose 0 is a real choice (only None takes the preset's value).
-_ZERO_IS_A_CHOICE = frozenset({"replicate_best", "lr_falls_above_width"})
+_ZERO_IS_A_CHOICE = frozenset({"replicate_best", "lr_falls_above_width", "extend_box"})
 
 
 def _is_unset(value: Any, *, zero_is_a_choice: bool = False) -> bool:

@@ -11,6 +11,8 @@ Models:
 - `quadratic`: loss = c0 + c1 x + c2 y + c3 x^2 + c4 xy + c5 y^2 (least squares). Its box-constrained
   minimum is exact (`quad_box_min`), and refitting it is cheap enough to bootstrap.
 - `separable`: the same without the xy term, for when too few trials finished for six coefficients.
+- `local`: the same quadratic, weighted by a Gaussian kernel around one point (the best measured one), for
+  when the global quadratic does not fit: it only has to describe the neighbourhood of the optimum.
 - `gp_smooth`: the quadratic plus a Gaussian-process fit of its residuals, for display only: it follows
   a loss surface that is not a bowl, and falls back to the quadratic where the data say nothing more.
 - `WidthAwareQuadratic`: one quadratic over all proxy widths whose linear terms move linearly with
@@ -145,6 +147,37 @@ def bootstrap_argmin(
     separable = method == "separable"
     coef, ok = batched_lstsq(quad_features(u[idx], separable=separable), z[idx])
     return quad_box_min(full_coef(coef[ok], separable=separable))[0]
+
+
+def local_weights(u: np.ndarray, centre: np.ndarray, bandwidth: float) -> np.ndarray:
+    """Gaussian kernel weights of the points u (..., 2) around `centre` (2,), in box units."""
+    return np.exp(-0.5 * np.sum((u - centre) ** 2, axis=-1) / bandwidth**2)
+
+
+def fit_local(u: np.ndarray, z: np.ndarray, centre: np.ndarray, bandwidth: float) -> LstsqFit | None:
+    """Kernel-weighted quadratic around `centre` (weighted least squares); None when singular.
+
+    Its `resid_std` is of the weighted residuals, not a noise estimate; only `coef` is used."""
+    sw = np.sqrt(local_weights(u, centre, bandwidth))
+    return fit_lstsq(quad_features(u) * sw[:, None], z * sw)
+
+
+def bootstrap_local_argmin(
+    u: np.ndarray,
+    z: np.ndarray,
+    *,
+    centre: np.ndarray,
+    bandwidth: float,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Minima over [lo, hi] of the local quadratic refitted to `n_boot` case-bootstrap resamples -> (B_ok, 2)."""
+    idx = rng.integers(0, len(z), size=(n_boot, len(z)))
+    sw = np.sqrt(local_weights(u, centre, bandwidth))[idx]
+    coef, ok = batched_lstsq(quad_features(u[idx]) * sw[..., None], z[idx] * sw)
+    return quad_box_min(coef[ok], lo, hi)[0]
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ def study_run(
     except AlphaSearchError as exc:
         _fail(exc)
         return
-    rec = report.recommendation.to_dict()
+    rec = report.recommendation_dict()
     if as_json:
         sys.stdout.write(json.dumps(report.to_dict()["recommendation"], indent=2) + "\n")
     else:
@@ -131,6 +131,39 @@ def calibrate(
         print_calibrations(Console(), rows)
         console.print(f"stored {len(rows)} calibration(s); a study takes their lr with --set use_calibration=true")
     if any(r.get("error") for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    study: Annotated[str, typer.Argument(help="A finished study's id: a service study, or `cli-...` from "
+                                              "`alphasearch study run` on this database.")],
+    width: Annotated[int | None, typer.Option(help="Width to validate at, wider than every proxy (default: twice "
+                                                   "the widest proxy, or the target width when it fits).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per point, the same for every point (default 2).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the validation as JSON (as the API shows it).")] = False,
+    executor: Annotated[str, typer.Option(help="ray (parallel, default) | inprocess (one at a time)")] = "ray",
+    database: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in the data dir).")] = None,
+) -> None:  # fmt: skip
+    """Train a finished study's recommendation at a width wider than its proxies, beside (1, 1), (0.5, 0.5) and
+    its x2 / ÷2 neighbours (same seeds for every point), and report its regret: its loss minus the best point's,
+    in nats and in units of the noise of that difference. Stored in the database with every run.
+    """
+    from service.local import run_validation_locally
+
+    try:
+        data = run_validation_locally(study, width=width, seeds=seeds, database_url=database, executor=executor,
+                                      console=console)  # fmt: skip
+    except AlphaSearchError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        from service.render import print_validation
+
+        print_validation(Console(), data)
+    if data["status"] != "completed":
         raise typer.Exit(1)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from alphasearch.calibrate import SETTINGS_KEYS, settings_match
 from alphasearch.errors import StateError
 from alphasearch.spec import StudySpec
-from service.models import Batch, Calibration, Figure, Study, StudyResult, utcnow
+from service.models import Batch, Calibration, Figure, Study, StudyResult, Validation, utcnow
 
 
 def new_id() -> str:
@@ -402,4 +402,102 @@ def finish_calibration(
         values.update(corpus_fingerprint=result["corpus_fingerprint"], code_version=result["code_version"])
     session.execute(
         update(Calibration).where(Calibration.id == calibration_id, Calibration.lease_owner == owner).values(**values)
+    )
+
+
+# -- validations -------------------------------------------------------------------------------------
+
+
+def find_validation(session: Session, *, study_id: str, width: int, seeds: int) -> Validation | None:
+    return session.scalars(
+        select(Validation).where(Validation.study_id == study_id, Validation.width == width, Validation.seeds == seeds)
+    ).one_or_none()
+
+
+def request_validation(session: Session, *, study_id: str, width: int, seeds: int) -> tuple[Validation, bool]:
+    """(row, created): the validation of (study, width, seeds), queued unless it exists. Asking again returns
+    the same row; a failed one is queued again (its finished runs come from the run cache)."""
+    row = find_validation(session, study_id=study_id, width=width, seeds=seeds)
+    if row is None:
+        row = Validation(id=new_id(), study_id=study_id, width=width, seeds=seeds, status="queued")
+        session.add(row)
+        session.flush()
+        return row, True
+    if row.status == "failed":
+        session.execute(
+            update(Validation).where(Validation.id == row.id, Validation.status == "failed")
+            .values(status="queued", error=None, lease_owner=None, lease_expires_at=None, finished_at=None)
+        )  # fmt: skip
+        session.expire(row)
+    return row, False
+
+
+def start_validation(session: Session, *, study_id: str, width: int, seeds: int, owner: str, lease_s: float) -> Validation:
+    """The CLI's side: the row for (study, width, seeds) taken by `owner`, whatever its state (a completed one
+    is run again: its runs come from the cache)."""
+    row, _ = request_validation(session, study_id=study_id, width=width, seeds=seeds)
+    session.execute(
+        update(Validation).where(Validation.id == row.id)
+        .values(status="running", lease_owner=owner, lease_expires_at=utcnow() + timedelta(seconds=lease_s),
+                started_at=utcnow(), finished_at=None, error=None)
+    )  # fmt: skip
+    session.expire(row)
+    return row
+
+
+def get_validation(session: Session, *, validation_id: str) -> Validation | None:
+    return session.get(Validation, validation_id)
+
+
+def list_validations(session: Session, *, study_id: str) -> list[Validation]:
+    query = select(Validation).where(Validation.study_id == study_id)
+    return list(session.scalars(query.order_by(Validation.created_at.desc(), Validation.id)))
+
+
+def claimable_validations(session: Session, *, now: datetime, limit: int = 10) -> list[str]:
+    """Validations a scheduler may take: running ones whose lease lapsed (their runs are cached), then queued."""
+    lapsed = session.scalars(
+        select(Validation.id)
+        .where(Validation.status == "running",
+               (Validation.lease_expires_at.is_(None)) | (Validation.lease_expires_at < now))  # fmt: skip
+        .order_by(Validation.started_at)
+        .limit(limit)
+    ).all()
+    queued = session.scalars(
+        select(Validation.id).where(Validation.status == "queued").order_by(Validation.created_at, Validation.id)
+        .limit(limit)
+    ).all()  # fmt: skip
+    return [*lapsed, *queued]
+
+
+def claim_validation(session: Session, *, validation_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    return _claim(session, Validation, validation_id, owner=owner, now=now, lease_s=lease_s)  # type: ignore[arg-type]
+
+
+def renew_validation_lease(session: Session, *, validation_id: str, owner: str, now: datetime, lease_s: float) -> bool:
+    return _renew(session, Validation, validation_id, owner=owner, now=now, lease_s=lease_s)  # type: ignore[arg-type]
+
+
+def release_validation_lease(session: Session, *, validation_id: str, owner: str) -> None:
+    _release(session, Validation, validation_id, owner=owner)  # type: ignore[arg-type]
+
+
+def record_validation(session: Session, *, validation_id: str, owner: str, **values: Any) -> None:
+    """Write plan / runs / result / progress of a running validation (only its lease holder may)."""
+    session.execute(
+        update(Validation).where(Validation.id == validation_id, Validation.lease_owner == owner).values(**values)
+    )
+
+
+def finish_validation(session: Session, *, validation_id: str, owner: str, runs: list[Any] | None,
+                      result: dict[str, Any] | None, error: str | None) -> None:  # fmt: skip
+    values: dict[str, Any] = {"status": "failed" if error else "completed", "error": error, "finished_at": utcnow(),
+                              "lease_expires_at": None}  # fmt: skip
+    if runs is not None:
+        values["runs"] = runs
+    if result is not None:
+        values["result"] = result
+        values["progress"] = {"done": result["runs_done"], "total": result["runs_total"], "message": "done"}
+    session.execute(
+        update(Validation).where(Validation.id == validation_id, Validation.lease_owner == owner).values(**values)
     )

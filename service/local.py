@@ -121,3 +121,53 @@ def run_calibration_locally(
         return rows
     finally:
         engine.dispose()
+
+
+def run_validation_locally(
+    study_id: str, *, width: int | None, seeds: int | None, database_url: str | None, executor: str, console: Console
+) -> dict[str, Any]:
+    """Validate a finished study of this database here (a progress bar on `console`), storing the row and its
+    runs in the database as a service validation would be; returns it as the API shows it."""
+    import os
+    import socket
+
+    from alphasearch.validation import ValidationInterrupted, check_seeds, check_width
+    from service import crud
+    from service.api.routes.validations import validation_public
+    from service.db import transaction
+    from service.render import ValidationBar
+    from service.validations import execute, study_spec
+
+    url = database_url or default_database_url()
+    engine, sessions = _sessions(database_url)  # before training: a broken database fails fast
+    owner = f"cli:{socket.gethostname()}:{os.getpid()}"
+    try:
+        with transaction(sessions) as session:
+            spec = study_spec(session, url, study_id)
+            width, seeds = check_width(spec, width), check_seeds(seeds)
+            # The CLI holds its row for a day: it renews nothing, and a scheduler on the same database must not
+            # take it over mid-run. Ctrl-C releases it at once (a scheduler, or the next command, resumes it).
+            row = crud.start_validation(session, study_id=study_id, width=width, seeds=seeds, owner=owner,
+                                        lease_s=86_400)  # fmt: skip
+            validation_id = row.id
+        console.print(f"validating study [bold]{study_id}[/] at width {width} with {seeds} seed(s) per point: "
+                      f"the recommendation there, (1, 1), (0.5, 0.5) and its x2 / ÷2 neighbours; database {url}")  # fmt: skip
+        cache = ResultCache(default_data_dir() / "cache")
+        try:
+            with make_executor(executor) as ex, ValidationBar(console) as bar:
+                execute(validation_id, sessions, url, owner=owner, executor=ex, cache=cache, on_run=bar.update)
+        except (KeyboardInterrupt, ValidationInterrupted):
+            with transaction(sessions) as session:
+                crud.release_validation_lease(session, validation_id=validation_id, owner=owner)
+            raise
+        except Exception as exc:
+            with transaction(sessions) as session:
+                crud.finish_validation(session, validation_id=validation_id, owner=owner, runs=None, result=None,
+                                       error=f"{type(exc).__name__}: {exc}"[:2000])  # fmt: skip
+            raise
+        with transaction(sessions) as session:
+            stored = crud.get_validation(session, validation_id=validation_id)
+            assert stored is not None
+            return validation_public(stored).model_dump(mode="json")
+    finally:
+        engine.dispose()

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -196,6 +197,47 @@ class Calibration(Base):
     result: Mapped[dict[str, Any] | None]  # WidthCalibration.to_dict() once it ran
     error: Mapped[str | None] = mapped_column(Text)
     progress: Mapped[dict[str, Any] | None]  # phase, done, total (runs), message
+
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+VALIDATION_STATUSES = ("queued", "running", "completed", "failed")
+
+
+class Validation(Base):
+    """A finished study's recommendation trained at a width wider than its proxies (alphasearch/validation.py).
+
+    One row per (study, width, seeds): asking again with the same body returns the same row (a failed one is
+    queued again). `study_id` has no foreign key on purpose: a study run by `alphasearch study run` lives only
+    in Optuna's tables (id `cli-<fingerprint>`), and it can be validated too. `plan` is
+    ValidationPlan.to_dict() once the scheduler (or the CLI) resolved the recommended pair at `width`; `runs`
+    holds every finished run (validation.Run.to_dict()), `result` the regret summary (validation.summarise).
+    Queued rows are run by the scheduler, with the same claim + lease protocol as studies and calibrations.
+    """
+
+    __tablename__ = "app_validations"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in VALIDATION_STATUSES)})", name="status"),
+        UniqueConstraint("study_id", "width", "seeds"),
+        Index("ix_app_validations_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    study_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    width: Mapped[int]
+    seeds: Mapped[int]
+    plan: Mapped[dict[str, Any] | None]
+    runs: Mapped[list[Any] | None]
+    result: Mapped[dict[str, Any] | None]
+    progress: Mapped[dict[str, Any] | None]  # done, total (runs), message
+    error: Mapped[str | None] = mapped_column(Text)
 
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]

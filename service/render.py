@@ -24,7 +24,15 @@ def _interval(rec: dict[str, Any], key: str) -> str:
 def print_recommendation(console: Console, rec: dict[str, Any]) -> None:
     """The recommendation as a table plus its warnings, in the words of the JSON contract."""
     level = rec["interval"].get("level", 0.9)
-    table = Table(title=f"alpha0 for width {rec['width']}, depth {rec['depth']} ({rec['norm']})")
+    insufficient = rec.get("evidence") == "insufficient"
+    if insufficient:
+        console.print(
+            f"[bold red]Not enough evidence[/] for alpha0 at width {rec['width']}, depth {rec['depth']}: the values "
+            "below are tentative, not a recommendation."
+        )
+    table = Table(
+        title=f"{'tentative ' if insufficient else ''}alpha0 for width {rec['width']}, depth {rec['depth']} ({rec['norm']})"
+    )
     table.add_column("parameter")
     table.add_column("alpha0", justify="right")
     table.add_column(f"{level:.0%} interval", justify="right")
@@ -39,6 +47,18 @@ def print_recommendation(console: Console, rec: dict[str, Any]) -> None:
     )
     for warning in rec.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
+    backtest = rec.get("backtest") or {}
+    if backtest.get("status") == "ok":
+        r = backtest["regret"]
+        console.print(
+            f"backtest (width {backtest['held_out_width']} predicted from {backtest['fitted_widths']}): regret "
+            f"{_regret_words(r['predicted'])}; (1, 1) {_regret_words(r['(1, 1)'])}; (0.5, 0.5) "
+            f"{_regret_words(r['(0.5, 0.5)'])}"
+        )
+    for step in rec.get("next_steps", []):
+        console.print(f"[cyan]next step:[/] {step}")
+    if insufficient:
+        return  # no copy-paste flags for a number the data do not support
     console.print(
         "DyT reference flags: "
         f"--attn_alpha_init_value {rec['alpha_attn']:.3g} --ffn_alpha_init_value {rec['alpha_ffn']:.3g} "
@@ -185,3 +205,65 @@ def print_calibrations(console: Console, rows: list[dict[str, Any]]) -> None:
         for warning in r.get("warnings") or []:
             if warning != r.get("error"):
                 console.print(f"[yellow]warning:[/] width {r['width']}: {warning}")
+
+
+def _regret_words(regret: dict[str, Any]) -> str:
+    """'0.012 nats (0.8 seed std)' from a backtest regret entry."""
+    if regret.get("nats") is None:
+        return "-"
+    units = regret.get("in_seed_std")
+    return f"{regret['nats']:.3g} nats" + ("" if units is None else f" ({units:.1f} seed std)")
+
+
+class ValidationBar:
+    """One rich progress bar over a validation's runs (points x seeds), naming the run that just finished."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=console)  # fmt: skip
+        self.task: Any = None
+
+    def __enter__(self) -> ValidationBar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def update(self, done: int, total: int, run: Any) -> None:
+        last = "" if run is None else f"{run.label} seed {run.seed}: " + (
+            f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else run.outcome)  # fmt: skip
+        if self.task is None:
+            self.task = self.progress.add_task("validate", total=total, last=last)
+        self.progress.update(self.task, completed=done, total=total, last=last)
+
+
+def print_validation(console: Console, data: dict[str, Any]) -> None:
+    """A validation's points (mean loss, seed std) and the regret of the recommendation and the defaults."""
+    result = data.get("result") or {}
+    table = Table(title=f"validation of study {data['study_id']} at width {data['width']}, depth "
+                        f"{result.get('depth', '-')}, {data['seeds']} seed(s) per point ({data['status']})")  # fmt: skip
+    for name, justify in (("point", "left"), ("alpha_attn", "right"), ("alpha_ffn", "right"),
+                          ("mean loss", "right"), ("seed std", "right"), ("above best", "right")):  # fmt: skip
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    best = (result.get("best") or {}).get("mean")
+    for p in result.get("points", []):
+        mean, std = p.get("mean"), p.get("seed_std")
+        table.add_row(
+            p["label"] + (" [bold green](best)[/]" if (result.get("best") or {}).get("label") == p["label"] else ""),
+            f"{p['alpha_attn']:.3g}", f"{p['alpha_ffn']:.3g}",
+            f"{mean:.4f}" if mean is not None else p.get("outcome", "-"),
+            f"{std:.4f}" if std is not None else "-",
+            f"{mean - best:+.4f}" if mean is not None and best is not None else "-",
+        )  # fmt: skip
+    console.print(table)
+    for role, r in (result.get("regret") or {}).items():
+        if r.get("nats") is None:
+            console.print(f"regret of {role}: not measured ({r.get('label')} did not complete every seed)")
+            continue
+        noise = "" if r.get("noise") is None else (
+            f" = {r['in_noise']:.1f} x its noise {r['noise']:.2g} ({r['noise_kind']})")  # fmt: skip
+        console.print(f"regret of {role}: {r['nats']:.4f} nats{noise}")
+    if data.get("error"):
+        console.print(f"[red]error:[/] {data['error']}")

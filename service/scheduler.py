@@ -20,6 +20,9 @@ for a separate deployment; any number of schedulers may share one database.
   studies a user submits next with `use_calibration` need it). A stopped or dead scheduler's calibration is
   run again from the start by the next one; its finished runs come from the ResultCache, so nothing trains
   twice.
+- Validations (POST /studies/{id}/validations: a finished study's recommendation trained wider than its
+  proxies, service/validations.py) go through the same claim + lease protocol, after calibrations and
+  before studies (a user waits on them), and resume the same way as calibrations: from the cache.
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ class Scheduler:
         self.stopping = threading.Event()
         self._held: set[str] = set()
         self._held_calibrations: set[str] = set()
+        self._held_validations: set[str] = set()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
@@ -204,6 +208,15 @@ class Scheduler:
                                                      lease_s=self.settings.scheduler_lease_s)  # fmt: skip
                 except Exception:
                     log.exception("could not renew the lease on calibration %s", calibration_id)
+            with self._lock:
+                held_validations = list(self._held_validations)
+            for validation_id in held_validations:
+                try:
+                    with transaction(self.sessions) as s:
+                        crud.renew_validation_lease(s, validation_id=validation_id, owner=self.owner, now=utcnow(),
+                                                    lease_s=self.settings.scheduler_lease_s)  # fmt: skip
+                except Exception:
+                    log.exception("could not renew the lease on validation %s", validation_id)
 
     # -- one study ------------------------------------------------------------------------------------
     def claim_next(self) -> str | None:
@@ -231,6 +244,14 @@ class Scheduler:
                 with self._lock:
                     self._held_calibrations.discard(calibration_id)
             return calibration_id
+        validation_id = self.claim_next_validation()
+        if validation_id is not None:
+            try:
+                self._run_validation(validation_id)
+            finally:
+                with self._lock:
+                    self._held_validations.discard(validation_id)
+            return validation_id
         study_id = self.claim_next()
         if study_id is None:
             return None
@@ -350,6 +371,45 @@ class Scheduler:
             crud.finish_calibration(s, calibration_id=calibration_id, owner=self.owner, result=result.to_dict(),
                                     error=result.error)  # fmt: skip
         log.info("calibration %s %s", calibration_id, "failed" if result.error else "completed")
+
+    # -- one validation ----------------------------------------------------------------------------------
+    def claim_next_validation(self) -> str | None:
+        now = utcnow()
+        with transaction(self.sessions) as s:
+            candidates = crud.claimable_validations(s, now=now)
+        for validation_id in candidates:
+            with transaction(self.sessions) as s:
+                claimed = crud.claim_validation(s, validation_id=validation_id, owner=self.owner, now=now,
+                                                lease_s=self.settings.scheduler_lease_s)  # fmt: skip
+            if claimed:
+                with self._lock:
+                    self._held_validations.add(validation_id)
+                return validation_id
+        return None
+
+    def _run_validation(self, validation_id: str) -> None:
+        from alphasearch.validation import ValidationInterrupted
+        from service.validations import execute
+
+        log.info("running validation %s", validation_id)
+        try:
+            cache = ResultCache(self.settings.resolved_data_dir / "cache")
+            with self.executor_factory(self.settings.executor) as executor:
+                execute(validation_id, self.sessions, self.settings.resolved_database_url, owner=self.owner,
+                        executor=executor, cache=cache, should_stop=self.stopping.is_set,
+                        corpus_path=Corpora.from_settings(self.settings).path_of)  # fmt: skip
+        except ValidationInterrupted:
+            log.info("scheduler stopping: validation %s left running; it resumes on the next start", validation_id)
+            with transaction(self.sessions) as s:
+                crud.release_validation_lease(s, validation_id=validation_id, owner=self.owner)
+            return
+        except Exception as exc:
+            log.exception("validation %s failed", validation_id)
+            with transaction(self.sessions) as s:
+                crud.finish_validation(s, validation_id=validation_id, owner=self.owner, runs=None, result=None,
+                                       error=_short_error(exc))  # fmt: skip
+            return
+        log.info("validation %s completed", validation_id)
 
     def _finish(self, study_id: str, status: str, error: str | None = None) -> None:
         with transaction(self.sessions) as s:

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from alphasearch.executor import Executor
 from service.api import errors
 from service.api.limits import BodySizeLimit
-from service.api.routes import batches, calibrations, corpora, recommendations, studies, system
+from service.api.routes import batches, calibrations, corpora, recommendations, studies, system, validations
 from service.api.routes.studies import study_public
 from service.dashboard import install as install_dashboard
 from service.db import make_engine, make_sessionmaker, migrate, redacted, wait_for_database
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, *, executor_factory: Callable[[
     app.state.settings = settings
     errors.install(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (recommendations, studies, batches, calibrations, corpora):  # the most polled first: matching is in order
+    for module in (recommendations, studies, batches, calibrations, corpora, validations):  # the most polled first: matching is in order
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(system.router)

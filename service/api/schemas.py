@@ -181,6 +181,10 @@ class RecommendationPublic(BaseModel):
     extrapolation_factor: float | None
     warnings: list[str]
     studies: list[str]
+    evidence: Literal["sufficient", "insufficient"] = Field(
+        "sufficient", description="insufficient: no interval a user can act on; `next_steps` says what to run"
+    )
+    next_steps: list[str] = Field(default_factory=list, description="concrete runs that would narrow the answer")
 
 
 class HeatmapPublic(BaseModel):
@@ -310,4 +314,53 @@ class CalibrationPublic(BaseModel):
 
 class CalibrationsPublic(BaseModel):
     data: list[CalibrationPublic]
+    count: int
+
+
+# -- validations --------------------------------------------------------------------------------------
+
+ValidationStatus = Literal["queued", "running", "completed", "failed"]
+
+
+class ValidationCreate(BaseModel):
+    """Train the study's recommendation, (1, 1), (0.5, 0.5) and its x2 / ÷2 neighbours at `width`."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}, {"width": 256, "seeds": 2}]})
+
+    width: int | None = Field(None, description="wider than every proxy; default twice the widest proxy, or "
+                                                "the target width when it is no wider than that")  # fmt: skip
+    seeds: int | None = Field(None, description="seeds per point, the same for every point (paired); default 2")
+
+
+class ValidationProgress(BaseModel):
+    done: int = Field(0, description="runs finished")
+    total: int = Field(0, description="runs this validation takes (points x seeds); 0 until it is planned")
+    fraction: float = 0.0
+    message: str = ""
+
+
+class ValidationPublic(BaseModel):
+    """One validation; `result` is alphasearch.validation.summarise(): per point mean / seed std, the best
+    point, and `regret` of the recommendation, (1, 1) and (0.5, 0.5) in nats and in noise units."""
+
+    id: str
+    study_id: str
+    status: ValidationStatus
+    width: int
+    seeds: int
+    progress: ValidationProgress
+    plan: dict[str, Any] | None = Field(None, description="alphasearch.validation.ValidationPlan.to_dict()")
+    result: dict[str, Any] | None = None
+    regret: dict[str, Any] | None = Field(None, description="= result.regret")
+    runs: list[dict[str, Any]] = Field(default=[], description="every finished run: point, seed, outcome, loss")
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: dict[str, str]
+
+
+class ValidationsPublic(BaseModel):
+    data: list[ValidationPublic]
     count: int

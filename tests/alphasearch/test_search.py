@@ -355,3 +355,32 @@ def test_a_run_retried_after_a_worker_crash_says_so_and_reports_each_step_once(e
     assert trial.user_attrs["errors"] == ["worker crash, run again (retry 1): RayActorError: the worker died"]
     assert sorted(trial.intermediate_values) == [5, 10]  # TINY evaluates every 5 of its 10 steps
     assert not [w for w in recwarn if "already reported" in str(w.message)]
+
+
+def test_an_optimum_on_the_edge_extends_the_box_with_a_recentred_grid_pass(env):
+    """A 2 x 2 grid's best point is always a corner, so on the edge: with extend_box 1 the lane runs one more
+    2 x 2 pass over a box centred on it (same log width per axis), records both boxes with its Optuna study,
+    and the report analyses that width over their union."""
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "sampler": "grid", "extend_box": 1})
+    assert StudyRunner(spec, "ext", env["url"], InProcessExecutor(), cache=env["cache"]).run() == "completed"
+    study = optuna.load_study(study_name=optuna_study_name("ext", 32, 1), storage=env["url"])
+    trials = study.get_trials(deepcopy=False)
+    first, second = (tuple(map(tuple, b)) for b in study.user_attrs["boxes"])
+    assert first == (spec.alpha_attn_range, spec.alpha_ffn_range) and len(trials) == 8
+    firsts = [t for t in trials if t.number < 4]
+    best = min((t for t in firsts if t.user_attrs["outcome"] == "completed"), key=lambda t: t.value)
+    for i, param in enumerate(("alpha_attn", "alpha_ffn")):
+        lo, hi = second[i]
+        original = (spec.alpha_attn_range, spec.alpha_ffn_range)[i]
+        assert math.isclose(hi / lo, original[1] / original[0], rel_tol=1e-6) or lo == original[0] / 100
+        assert lo >= original[0] / 100 and hi <= original[1] * 100  # never beyond two decades
+        assert math.isclose(math.sqrt(lo * hi), best.params[param], rel_tol=1e-6) or lo == original[0] / 100
+        assert all(lo * (1 - 1e-9) <= t.params[param] <= hi * (1 + 1e-9) for t in trials if t.number >= 4)
+    outside = [t for t in trials if not spec.alpha_attn_range[0] <= t.params["alpha_attn"] <= spec.alpha_attn_range[1]]
+    assert outside, "the second pass ran points outside the original box"
+    report = build_report(spec, "ext", env["url"])
+    grid = report.heatmaps["w32-d1"]
+    assert grid.space.attn == (min(first[0][0], second[0][0]), max(first[0][1], second[0][1]))
+    # Resuming the finished study runs nothing more and keeps the boxes.
+    assert StudyRunner(spec, "ext", env["url"], InProcessExecutor(), cache=env["cache"]).run() == "completed"
+    assert len(study.get_trials(deepcopy=False)) == 8

@@ -110,16 +110,22 @@ def test_replicate_best_comes_from_the_preset_and_an_explicit_zero_is_kept():
 
 
 def test_replicates_count_in_the_trial_and_token_totals():
-    base = {"preset": "quick", "target_width": 4096, "target_depth": 32}  # 3 widths x 9 trials, baseline on
+    base = {"preset": "quick", "target_width": 4096, "target_depth": 32}  # 3 widths x 16 trials, baseline on
     on = StudySpec.from_dict(base)
     off = StudySpec.from_dict({**base, "replicate_best": 0})
     two_seeds = StudySpec.from_dict({**base, "seeds": 2})
     enough_seeds = StudySpec.from_dict({**base, "seeds": 3})
     assert (off.replicate_runs, on.replicate_runs, two_seeds.replicate_runs, enough_seeds.replicate_runs) == (0, 2, 1, 0)
-    assert off.total_trials == 27 and on.total_trials == 27 + 3 * 2 and enough_seeds.total_trials == 27
+    assert off.total_trials == 48 and on.total_trials == 48 + 3 * 2 and enough_seeds.total_trials == 48
     runs = (on.total_tokens - off.total_tokens) // on.tokens_per_trial
     assert runs == 3 * 2  # one single-seed run per replicate trial
-    assert two_seeds.total_tokens == (3 * (9 * 2 + 1) + 3 * 2) * on.tokens_per_trial
+    assert two_seeds.total_tokens == (3 * (16 * 2 + 1) + 3 * 2) * on.tokens_per_trial
+
+
+def test_quick_runs_a_4x4_grid_so_every_width_can_finish_12_trials():
+    quick = StudySpec.from_dict({"preset": "quick", "target_width": 4096, "target_depth": 32})
+    assert (quick.sampler, quick.trials_per_width) == ("grid", 16) and quick.trials_per_width >= 12
+    assert quick.total_tokens <= quick.max_total_tokens
 
 
 def test_replicates_count_against_the_token_budget():

@@ -21,7 +21,7 @@ from tests.dashboard.conftest import LONG, TOKEN, VIEWPORT, Server, screenshot
 pytestmark = pytest.mark.timeout(420)
 
 DESIGN_KEYS = {"width", "depth", "norm", "alpha_attn", "alpha_ffn", "alpha_final", "interval", "fit",
-               "proxy_widths", "extrapolation_factor", "warnings", "studies"}  # fmt: skip
+               "proxy_widths", "extrapolation_factor", "warnings", "studies", "evidence", "next_steps"}  # fmt: skip
 
 
 def _completed(study: dict[str, Any], server: Server) -> str:
@@ -103,11 +103,36 @@ def test_study_page_renders_every_heatmap_and_the_width_plot(page, console, serv
     assert console.unexpected() == []
 
 
-def test_copy_buttons_give_the_recommendation(page, console, server, finished_study) -> None:
+def test_not_enough_evidence_shows_no_number_in_large_type(page, console, server, finished_study) -> None:
+    """The smoke study (2 proxy widths, 8 trials each) cannot give an interval to act on: the card says so
+    and lists what to run; the tentative values are in small type, no flags are offered."""
     study_id = _completed(finished_study, server)
     rec = server.client.get(f"/studies/{study_id}/recommendation").json()
+    assert rec["evidence"] == "insufficient" and rec["next_steps"]
     page.goto(f"{server.url}/#/study/{study_id}")
     page.wait_for_selector("#results[data-loaded=true]")
+    card = page.locator("#recommendation")
+    assert card.locator(".value").all_inner_texts() == ["Not enough evidence"]
+    assert page.locator("#next-steps li").all_inner_texts() == rec["next_steps"]
+    assert card.locator("td.tentative").count() == 3 and "tentative" in card.locator("td.tentative").first.inner_text()
+    assert page.locator("#flags-preview").count() == 0 and page.locator("#copy-flags").is_disabled()
+    page.click("#copy-json")
+    page.wait_for_selector("#toast:has-text('Copied')")
+    assert json.loads(_clipboard(page))["evidence"] == "insufficient"
+    screenshot(page, "study-insufficient", full_page=False)
+    assert console.unexpected() == []
+
+
+def test_copy_buttons_give_the_recommendation(page, console, server, finished_study) -> None:
+    """With enough evidence (the smoke study's own JSON, its evidence flag set: no CPU-sized study in a test
+    earns it) the values show in large type and the flags can be copied."""
+    study_id = _completed(finished_study, server)
+    rec = {**server.client.get(f"/studies/{study_id}/recommendation").json(), "evidence": "sufficient"}
+    page.route(f"**/api/v1/studies/{study_id}/recommendation",
+               lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(rec)))  # fmt: skip
+    page.goto(f"{server.url}/#/study/{study_id}")
+    page.wait_for_selector("#results[data-loaded=true]")
+    assert page.locator("#recommendation td.value").count() == 3 and page.locator("#insufficient").count() == 0
 
     page.click("#copy-json")
     page.wait_for_selector("#toast:has-text('Copied')")

@@ -229,13 +229,18 @@ class TestAPI:
         assert client.get(f"/api/v1/studies/{sid}/width-fit.png").content.startswith(PNG_SIGNATURE)
 
     def test_pooled_recommendations(self, client: TestClient, finished: dict) -> None:
-        r = client.get("/api/v1/recommendations", params={"width": 8192, "depth": 64})
+        # The study's proxies copy the init of its target width 1024 (width_matched): it answers for 1024 ...
+        r = client.get("/api/v1/recommendations", params={"width": 1024, "depth": 64})
         assert r.status_code == 200, r.text
         rec = r.json()
-        assert rec["width"] == 8192 and rec["depth"] == 64 and rec["norm"] == "dyt"
-        assert finished["id"] in rec["studies"] and rec["extrapolation_factor"] == 128.0
-        again = client.get("/api/v1/recommendations", params={"width": 8192, "depth": 64})
+        assert rec["width"] == 1024 and rec["depth"] == 64 and rec["norm"] == "dyt"
+        assert finished["id"] in rec["studies"] and rec["extrapolation_factor"] == 16.0
+        assert rec["pooling"]["regime"]["init_reference_width"] == 1024
+        again = client.get("/api/v1/recommendations", params={"width": 1024, "depth": 64})
         assert again.content == r.content
+        # ... and is left out, with the reason, at another width.
+        other = client.get("/api/v1/recommendations", params={"width": 8192, "depth": 64})
+        assert other.status_code == 404 and finished["id"] in {s["study"] for s in other.json()["left_out"]}
         assert client.get("/api/v1/recommendations", params={"width": 8192, "depth": 64, "norm": "derf"}).status_code == 404
         assert client.get("/api/v1/recommendations", params={"width": 0, "depth": 64}).status_code == 422
         assert client.get("/api/v1/recommendations", params={"depth": 64}).status_code == 422

@@ -30,17 +30,18 @@ WRITES = [
     ("/api/v1/batches", {"json": {"studies": [TINY]}}),
     ("/api/v1/studies/0123456789abcdef/cancel", {}),
     ("/api/v1/corpora", {"content": b"a corpus upload"}),
+    ("/api/v1/studies/0123456789abcdef/validations", {"json": {}}),
 ]
 
 
-@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel", "corpus"])
+@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel", "corpus", "validation"])
 def test_write_without_token_is_401(client: TestClient, path: str, kwargs: dict) -> None:
     r = client.post(path, **kwargs)
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert "Authorization: Bearer" in r.json()["detail"]
 
 
-@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel", "corpus"])
+@pytest.mark.parametrize(("path", "kwargs"), WRITES, ids=["study", "batch", "cancel", "corpus", "validation"])
 @pytest.mark.parametrize("header", [f"Bearer {TOKEN}x", "Bearer wrong", f"Bearer {TOKEN[:-1]}"])
 def test_write_with_wrong_token_is_403(client: TestClient, path: str, kwargs: dict, header: str) -> None:
     assert client.post(path, headers={"Authorization": header}, **kwargs).status_code == 403

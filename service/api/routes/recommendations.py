@@ -19,7 +19,10 @@ DEFAULT_EMBED_SCALE = {f.name: f.default for f in dataclasses.fields(StudySpec)}
 
 
 
-@router.get("", response_model=RecommendationPublic, responses={404: {"model": ErrorPublic, "description": "no finished study matches"}})
+NOT_FOUND = "no finished study matches (`left_out` says why when the family's studies were trained for another width or regime)"
+
+
+@router.get("", response_model=RecommendationPublic, responses={404: {"model": ErrorPublic, "description": NOT_FOUND}})
 async def get_recommendation(
     request: Request,
     width: Annotated[int, Query(ge=8, le=1_000_000, description="width (d_model) of the model you will train")],
@@ -34,12 +37,13 @@ async def get_recommendation(
              "embed_scale": embed_scale or DEFAULT_EMBED_SCALE}  # fmt: skip
     pooled = request.app.state.pooled
     # A cache hit is answered on the event loop; a miss (database + analysis) runs in the threadpool.
-    body = pooled.cached(**query)
-    if body is None:
-        body = await run_in_threadpool(lambda: pooled.get(**query))
-    if body is None:
+    answer = pooled.cached(**query)
+    if answer is None:
+        answer = await run_in_threadpool(lambda: pooled.get(**query))
+    if answer is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             f"no completed study with norm={norm}, attention={attention} yet; submit one with POST /api/v1/studies",
         )
-    return Response(body, media_type="application/json")
+    code, body = answer  # 404 when every study of the family was trained for another width or regime
+    return Response(body, status_code=code, media_type="application/json")

@@ -8,12 +8,13 @@ import {
 import {
   copyText, el, fmtAlpha, fmtDuration, fmtLoss, fmtWhen, notice, OUTCOME_GLYPH, poll, progressBar, statusBadge, toast,
 } from "../ui.js";
+import { validationPanel } from "./validation.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const PARAMS = ["alpha_attn", "alpha_ffn", "alpha_final"];
 // The DESIGN §7 recommendation keys: what "Copy JSON" gives (per-width details stay on the page).
 const REC_KEYS = ["width", "depth", "norm", "alpha_attn", "alpha_ffn", "alpha_final", "interval", "fit",
-  "proxy_widths", "extrapolation_factor", "warnings", "studies"];
+  "proxy_widths", "extrapolation_factor", "warnings", "studies", "evidence", "next_steps"];
 
 /** The DyT reference code's flags; 3 significant digits, the precision the interval supports. */
 export function dytFlags(rec) {
@@ -41,7 +42,10 @@ function basisText(rec, param) {
 
 function recCard(rec) {
   const level = Math.round(100 * rec.interval.level);
-  const usable = PARAMS.every((p) => Number.isFinite(rec[p]));
+  // Not enough evidence: the point values stay in the JSON, but no number is shown in large type and no
+  // flags are offered to copy; the card says what to run instead.
+  const insufficient = rec.evidence === "insufficient";
+  const usable = !insufficient && PARAMS.every((p) => Number.isFinite(rec[p]));
   const flags = usable ? dytFlags(rec) : "(no finite recommendation)";
   const json = recommendationJson(rec);
   const copy = async (text, what) => {
@@ -53,12 +57,20 @@ function recCard(rec) {
     "section",
     { class: "card rec", id: "recommendation" },
     el("h2", {}, `Recommendation for width ${rec.width}, depth ${rec.depth} (${rec.norm})`),
+    insufficient
+      ? el("div", { id: "insufficient" },
+        el("p", { class: "value insufficient" }, "Not enough evidence"),
+        el("p", {}, `The data do not pin the best α0 at the target down to an interval you can act on. `,
+          "The tentative values below are not a recommendation. To get one, run:"),
+        el("ol", { id: "next-steps" }, (rec.next_steps || []).map((s) => el("li", {}, s))))
+      : null,
     el("table", {},
       el("tbody", {}, PARAMS.map((p) => {
         const iv = rec.interval[p] || [null, null];
         return el("tr", { dataset: { param: p } },
           el("th", {}, p),
-          el("td", { class: "value", dataset: { value: rec[p] } }, fmtAlpha(rec[p])),
+          el("td", { class: insufficient ? "tentative" : "value", dataset: { value: rec[p] } },
+            insufficient ? `tentative ${fmtAlpha(rec[p])}` : fmtAlpha(rec[p])),
           el("td", { class: "mono" }, `${level}%: ${fmtAlpha(iv[0])} – ${fmtAlpha(iv[1])}`),
           el("td", { class: "muted" }, basisText(rec, p)));
       }))),
@@ -66,7 +78,7 @@ function recCard(rec) {
       `Interval: ${level}% prediction interval for the best α0 at the target. `,
       rec.extrapolation_factor ? `Target is ${Number(rec.extrapolation_factor.toPrecision(3))}× the largest proxy width (${maxProxy}). ` : "",
       "alpha_final (final norm) follows alpha_ffn, as in the published LLaMA runs."),
-    el("pre", { id: "flags-preview", "aria-label": "DyT reference code flags" }, flags),
+    insufficient ? null : el("pre", { id: "flags-preview", "aria-label": "DyT reference code flags" }, flags),
     el("div", { class: "actions" },
       el("button", { class: "primary", id: "copy-json", type: "button", onclick: () => copy(json, "recommendation JSON") }, "Copy JSON"),
       el("button", { id: "copy-flags", type: "button", disabled: !usable, onclick: () => copy(flags, "DyT flags") }, "Copy DyT flags"),
@@ -299,7 +311,8 @@ export function studyPage(view, id) {
     if (selectedKey && byKey.has(selectedKey)) select(selectedKey);
     trialsBox.dataset.loaded = "true";
   };
-  const loadResults = async () => {
+  let validations = null;
+  const loadResults = async (study) => {
     const [rec, maps, trend] = await Promise.all([
       api(`studies/${id}/recommendation`),
       api(`studies/${id}/heatmaps`),
@@ -336,6 +349,9 @@ export function studyPage(view, id) {
       caption.textContent = heatmapPlot(div, h.grid);
     }
     widthPlot(widthDiv, rec, trend.params);
+    if (validations) validations.stop();
+    validations = validationPanel(id, study);
+    results.append(validations.node);
     results.dataset.loaded = "true";
   };
 
@@ -355,7 +371,7 @@ export function studyPage(view, id) {
     try {
       if (study.status === "completed" && !shown) {
         shown = true;
-        await loadResults();
+        await loadResults(study);
       }
       const done = !ACTIVE.has(study.status);
       if (study.status !== "queued" && (done || polls % 2 === 1)) await loadTrials();
@@ -368,6 +384,7 @@ export function studyPage(view, id) {
   }, 2500);
   return () => {
     stop();
+    if (validations) validations.stop();
     purge(view);
   };
 }
