@@ -45,10 +45,12 @@ def test_serve_submit_status_recommend_on_the_embedded_default(tmp_path: Path) -
         assert status.returncode == 0 and "completed" in status.stdout and "alpha_attn" in status.stdout
         listing = cli("status", "--server", server.url, env=env)
         assert listing.returncode == 0 and sid in listing.stdout
-        rec = cli("recommend", "--width", "4096", "--depth", "32", "--server", server.url, "--json", env=env)
+        # Pooled answers come only from studies trained for this target (width-matched init: issue 14 item 5).
+        width, depth = str(TINY["target_width"]), str(TINY["target_depth"])
+        rec = cli("recommend", "--width", width, "--depth", depth, "--server", server.url, "--json", env=env)
         assert rec.returncode == 0, rec.stderr
         answer = json.loads(rec.stdout)
-        assert answer["width"] == 4096 and answer["studies"] == [sid] and answer["alpha_attn"] > 0
+        assert answer["width"] == TINY["target_width"] and answer["studies"] == [sid] and answer["alpha_attn"] > 0
         unknown = cli("status", "0123456789abcdef", "--server", server.url, env=env)
         assert unknown.returncode == 2 and "404" in unknown.stderr
     finally:
