@@ -365,7 +365,7 @@ class StudyRunner:
         union = lane.box
         opt = width_optimum(pts, space=SearchSpace(attn=union[0], ffn=union[1]), n_boot=50)
         new, grows = [], False
-        for i, (param, original) in enumerate(zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range))):
+        for i, (param, original) in enumerate(zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range), strict=True)):
             if param not in opt.on_edge:
                 new.append(union[i])
                 continue
