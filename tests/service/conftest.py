@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,9 @@ def _libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the test PostgreSQL server for this session, dropped at the end."""
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A fresh database on the test PostgreSQL server, dropped on exit."""
     import psycopg
 
     try:
@@ -63,12 +64,23 @@ def postgres_url() -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this session (tests that need no isolation from each other)."""
+    with fresh_postgres() as url:
+        yield url
+
+
 @pytest.fixture(scope="class", params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A database URL, once per backend (the same test class runs on both)."""
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database URL, once per backend (the same test class runs on both). PostgreSQL gets a fresh database
+    per class, like SQLite's fresh file: one class's queued studies or pooled rows never reach another's
+    (its embedded scheduler would train them first, and pooled answers would count them)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'alphasearch.db'}"
-    return request.getfixturevalue("postgres_url")
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'alphasearch.db'}"
+        return
+    with fresh_postgres() as url:
+        yield url
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
