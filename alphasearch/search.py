@@ -77,7 +77,7 @@ INTERRUPTED = (
     "interrupted: the driver was stopped while this trial ran (service shutdown, SIGTERM or Ctrl-C); the point "
     "runs again first when the study resumes"
 )
-CANCELLED = "cancelled: the study was cancelled while this trial ran"
+CANCELLED = "cancelled: the study was cancelled before this trial finished"
 
 
 def optuna_study_name(study_id: str, width: int, depth: int, *, baseline: bool = False) -> str:

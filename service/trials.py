@@ -97,7 +97,7 @@ def _reason(t: optuna.trial.FrozenTrial, outcome: str | None, rerun: int | None)
 DEFAULT_REASONS = {
     "stale": "stale lease: the driver running this trial stopped renewing its heartbeat (it died or was killed)",
     "interrupted": "interrupted: the driver was stopped while this trial ran",
-    "cancelled": "cancelled: the study was cancelled while this trial ran",
+    "cancelled": "cancelled: the study was cancelled before this trial finished",
     "failed": "the run crashed without an error message",
     "pruned": "pruned: its intermediate val loss was not competitive with the other points' (the study's pruner)",
 }

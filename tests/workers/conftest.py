@@ -10,6 +10,7 @@ import optuna
 import pytest
 import ray
 
+from alphasearch import points
 from alphasearch.search import optuna_study_name
 from alphasearch.spec import StudySpec
 from workers.cluster import LocalCluster, alive_nodes, connect
@@ -80,7 +81,7 @@ def lane_trials(spec: StudySpec, study_id: str, url: str) -> list[LaneTrials]:
                     lane.unfinished.append(t)
                 elif t.state != STATES.FAIL or t.user_attrs.get("final"):
                     lane.finished.append(t)
-                elif "outcome" in t.user_attrs:
+                elif not points.stale(t):  # a dead driver's trial now says so: outcome "stale" (issue 17)
                     lane.stopped.append(t)
                 else:
                     lane.stale.append(t)

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from alphasearch.executor import Failed, TrialRequest
-from alphasearch.search import StudyRunner, optuna_study_name
+from alphasearch.search import CANCELLED, StudyRunner, optuna_study_name
 from tests.workers.conftest import RESULTS, assert_all_accounted_for, lane_trials, smoke_spec
 from workers.cluster import alive_nodes
 from workers.ray_executor import RayExecutor
@@ -67,7 +67,7 @@ def test_killed_worker_is_rerun_and_the_reason_stored(on_cluster, storage_url):
     retried = [t for t in lane.finished if t.user_attrs.get("errors")]
     assert len(retried) == 1
     (reason,) = retried[0].user_attrs["errors"]
-    assert reason.startswith("retry 1:") and "WorkerCrashedError" in reason
+    assert reason.startswith("worker crash, run again (retry 1):") and "WorkerCrashedError" in reason
     assert str(victim["pid"]) in reason
     (run,) = retried[0].user_attrs["runs"]
     assert run["steps_done"] == spec.steps and run["diagnostics"]["worker"]["pid"] != victim["pid"]
@@ -124,7 +124,7 @@ def test_cancelling_a_study_stops_its_running_trials_within_10_s(on_cluster, sto
         assert run["stopped"] == "cancelled" and 10 <= run["steps_done"] < spec.steps
     for trial in trials:  # the one that waited in Ray's queue never started
         if not trial.user_attrs["runs"]:
-            assert trial.user_attrs["errors"] == ["stopped (cancelled) before it started"]
+            assert trial.user_attrs["errors"] == ["stopped (cancelled) before it started", CANCELLED]
 
 
 class DeafWorkers(RayExecutor):
