@@ -55,7 +55,9 @@ class KillOneWorker(RayExecutor):
 
 
 def test_killed_worker_is_rerun_and_the_reason_stored(on_cluster, storage_url):
-    spec = smoke_spec(proxy_widths=[32], tokens_per_trial=16 * 64 * 100)  # 100 steps: a kill lands mid-run
+    # 400 steps: the kill (at step >= 10) lands mid-run even when the driver polls slowly (a kill after the
+    # run ended would cost no retry, and nothing would be tested)
+    spec = smoke_spec(proxy_widths=[32], tokens_per_trial=16 * 64 * 400)
     with KillOneWorker(address=on_cluster.address) as executor:
         assert StudyRunner(spec, "chaos", storage_url, executor, max_retries=2).run() == "completed"
         victim = executor.victim
