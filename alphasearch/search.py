@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -90,13 +91,28 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite"):
         # SQLite: wait for the writer lock instead of failing when the service reads concurrently.
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 30}}
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=HEARTBEAT_INTERVAL_S,
-        grace_period=GRACE_PERIOD_S,
-        heartbeat_stale_trial_callback=RequeueStale(max_retry=points.STALE_LIMIT - 1),
-        **kwargs,
-    )
+    # Creating a storage creates Optuna's tables on a fresh database. Two creators at once (the scheduler's
+    # thread and a request handler in one process, or a CLI and a server) race on PostgreSQL's CREATE TYPE
+    # and one fails with a UniqueViolation (seen in CI). One creator at a time within a process; across
+    # processes, the loser retries once the winner's tables exist.
+    with _STORAGE_LOCK:
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=RequeueStale(max_retry=points.STALE_LIMIT - 1),
+                    **kwargs,
+                )
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_STORAGE_LOCK = threading.Lock()
 
 
 class RequeueStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
