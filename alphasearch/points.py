@@ -43,14 +43,17 @@ def log_grid(lo: float, hi: float, k: int) -> list[float]:
     return [float(lo * (hi / lo) ** (i / (k - 1))) for i in range(k)] if k > 1 else [math.sqrt(lo * hi)]
 
 
-Box = tuple[tuple[float, float], tuple[float, float]]  # (alpha_attn range, alpha_ffn range)
+# (alpha_attn range, alpha_ffn range), or with a third element the pass's levels per axis (a refinement
+# pass: 3 x 3 around the optimum, StudySpec.refine); without it the spec's k = sqrt(trials_per_width).
+Box = tuple  # tuple[tuple[float, float], tuple[float, float]] | tuple[..., ..., int]
+REFINE_LEVELS = 3
 
 
 def grid_points(spec: StudySpec, lane_index: int, box: Box | None = None) -> list[Point]:
-    """The lane's k x k grid (k = sqrt(trials_per_width)) over `box` (default: the spec's) in the fixed order
-    the lane runs it."""
-    k = math.isqrt(spec.trials_per_width)
-    attn_range, ffn_range = box or (spec.alpha_attn_range, spec.alpha_ffn_range)
+    """The lane's k x k grid (k = sqrt(trials_per_width), or the box's own levels) over `box` (default: the
+    spec's) in the fixed order the lane runs it."""
+    k = box[2] if box is not None and len(box) > 2 else math.isqrt(spec.trials_per_width)
+    attn_range, ffn_range = (box[0], box[1]) if box is not None else (spec.alpha_attn_range, spec.alpha_ffn_range)
     attn, ffn = log_grid(*attn_range, k), log_grid(*ffn_range, k)
     cells = [{"alpha_attn": a, "alpha_ffn": f} for a in attn for f in ffn]
     order = np.random.default_rng(_entropy(spec, lane_index)).permutation(len(cells))

@@ -157,7 +157,7 @@ class Lane:
     seeds: list[int]  # the seeds every search trial runs
     replicate_seeds: list[int] = field(default_factory=list)  # one replicate trial each, after the search
     index: int = 0  # the lane's place in the study: part of its sampler seeds (alphasearch.points)
-    boxes: list[points.Box] = field(default_factory=list)  # grid passes run so far (StudySpec.extend_box)
+    boxes: list[points.Box] = field(default_factory=list)  # grid passes so far (StudySpec.extend_box, refine)
 
     @property
     def box(self) -> points.Box:
@@ -363,11 +363,12 @@ class StudyRunner:
         """After a grid pass: when the lane's optimum (alphasearch.analysis.width_optimum over its box) sits
         on an edge, add a pass over a box re-centred on it (the edge parameter's range keeps the original
         log width, clipped to two decades beyond the original box; the other keeps the lane's range), record
-        the boxes with the lane's Optuna study, and return True. At most `spec.extend_box` extra passes."""
+        the boxes with the lane's Optuna study, and return True. At most `spec.extend_box` extra passes;
+        after them, the refinement passes (`_refine`)."""
         from alphasearch.analysis import SearchSpace, TrialPoint, width_optimum
 
         spec = self.spec
-        if lane.baseline or spec.sampler != "grid" or len(lane.boxes) > (spec.extend_box or 0):
+        if lane.baseline or spec.sampler != "grid":
             return False
         pts = [
             TrialPoint(t.params["alpha_attn"], t.params["alpha_ffn"], loss, "completed", lane.width, lane.depth, seed)
@@ -380,6 +381,9 @@ class StudyRunner:
             return False
         union = lane.box
         opt = width_optimum(pts, space=SearchSpace(attn=union[0], ffn=union[1]), n_boot=50)
+        extensions = sum(1 for b in lane.boxes[1:] if len(b) == 2)
+        if any(len(b) > 2 for b in lane.boxes) or extensions >= (spec.extend_box or 0):
+            return self._refine(lane, opt)  # extensions first, then refinements
         new, grows = [], False
         for i, (param, original) in enumerate(zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range), strict=True)):
             if param not in opt.on_edge:
@@ -390,10 +394,40 @@ class StudyRunner:
             grows = grows or lo < union[i][0] * (1 - 1e-9) or hi > union[i][1] * (1 + 1e-9)
             new.append((lo, hi))
         if not grows:  # centred inside, or at the two-decade limit already
+            return self._refine(lane, opt)
+        return self._add_pass(lane, (new[0], new[1]))
+
+    def _refine(self, lane: Lane, opt: Any) -> bool:
+        """After the grid and its extensions: a 3 x 3 pass at half the grid's log spacing centred on the
+        lane's optimum, unless that optimum already lies inside the last refinement (or every point of the
+        new pass has run). At most `spec.refine` passes; never beyond two decades outside the box."""
+        spec = self.spec
+        done = [b for b in lane.boxes if len(b) > 2]
+        if len(done) >= (spec.refine or 0):
             return False
-        lane.boxes.append((new[0], new[1]))
-        lane.study.set_user_attr("boxes", [[list(a), list(f)] for a, f in lane.boxes])
-        lane.budget = _grid_budget(spec, lane.index, lane.boxes)
+        k = math.isqrt(spec.trials_per_width)
+        new = []
+        for i, (param, original) in enumerate(zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range), strict=True)):
+            half = (original[1] / original[0]) ** (0.5 / (k - 1))  # half the grid's step
+            value = min(max(getattr(opt, param), original[0] / 100), original[1] * 100)
+            new.append((value / half, value * half))
+        if done:
+            last = done[-1]
+            inside = all(
+                last[i][0] * (1 + 1e-6) < getattr(opt, param) < last[i][1] * (1 - 1e-6)
+                for i, param in enumerate(points.PARAMS)
+            )
+            if inside:
+                return False
+        box = (new[0], new[1], points.REFINE_LEVELS)
+        if _grid_budget(spec, lane.index, [*lane.boxes, box]) == _grid_budget(spec, lane.index, lane.boxes):
+            return False  # every point of it has run already
+        return self._add_pass(lane, box)
+
+    def _add_pass(self, lane: Lane, box: points.Box) -> bool:
+        lane.boxes.append(box)
+        lane.study.set_user_attr("boxes", [[list(b[0]), list(b[1]), *b[2:]] for b in lane.boxes])
+        lane.budget = _grid_budget(spec=self.spec, lane_index=lane.index, boxes=lane.boxes)
         return True
 
     def _reap(self, lane: Lane) -> list[optuna.trial.FrozenTrial]:
@@ -644,8 +678,9 @@ class StudyRunner:
 
 
 def _box(stored: Any) -> points.Box:
-    (a_lo, a_hi), (f_lo, f_hi) = stored
-    return ((float(a_lo), float(a_hi)), (float(f_lo), float(f_hi)))
+    (a_lo, a_hi), (f_lo, f_hi), *levels = stored
+    box = ((float(a_lo), float(a_hi)), (float(f_lo), float(f_hi)))
+    return (*box, int(levels[0])) if levels else box
 
 
 def _union(boxes: list[points.Box]) -> points.Box:

@@ -56,6 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_total_tokens": 10_000_000,
         "replicate_best": 0,  # seed noise is not worth measuring on 30-step runs
         "extend_box": 0,
+        "refine": 0,
     },
     # Minutes on a 2-core laptop: three proxy widths, a 4x4 grid each, short runs. 16 points, not 9: the
     # analysis wants 12 finished trials per width (6 quadratic coefficients, twice over), and a 3-level
@@ -76,9 +77,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_interval": 50,
         "rmsnorm_baseline": True,
         "detect_stalls": True,
-        "max_total_tokens": 200_000_000,
+        "max_total_tokens": 300_000_000,
         "replicate_best": 3,
         "extend_box": 1,
+        # One 3 x 3 pass at half the grid's log spacing around each width's optimum: the 4 x 4 grid steps
+        # x4.3 (attn) and x5.8 (ffn), coarser than the factor 2 a recommendation should be within, and
+        # measured optima move by x1.7 where a step costs 0.2 nats (docs/science.md, "Does it transfer?").
+        "refine": 1,
     },
     # An hour or a few on a workstation: four widths, TPE + ASHA, longer runs.
     "standard": {
@@ -102,6 +107,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_total_tokens": 5_000_000_000,
         "replicate_best": 3,
         "extend_box": 2,
+        "refine": 0,  # grid passes only; TPE/GP concentrate their trials near the optimum themselves
     },
     # A GPU cluster: wider proxies, several depths, Chinchilla-ish token counts for the small widths.
     "paper-like": {
@@ -121,6 +127,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_total_tokens": 10**12,
         "replicate_best": 3,
         "extend_box": 2,
+        "refine": 0,  # grid passes only; TPE/GP concentrate their trials near the optimum themselves
     },
 }
 
@@ -155,6 +162,10 @@ class StudySpec:
     # re-centred on the edge optimum (never beyond two decades outside the original box); 0 = only warn.
     # The boxes a lane ran are stored with its Optuna study (user attr "boxes"). None = the preset's value.
     extend_box: int | None = None
+    # After the grid passes, up to this many 3 x 3 passes at half the grid's log spacing, each centred on the
+    # lane's current optimum, until that optimum lies inside the last one (points already run are not run
+    # again). Grid sampler only; stored with the boxes. None = the preset's value; 0 = none.
+    refine: int | None = None
     lr: float = 0.0
     warmup_steps: int = -1
     eval_interval: int = 0
@@ -254,6 +265,11 @@ class StudySpec:
             raise ConfigError(
                 "extend_box", f"got {eb!r}; use an integer from 0 (never extend the box, only warn) to 4 (grid passes)"
             )
+        rf = self.refine
+        if isinstance(rf, bool) or not isinstance(rf, int) or not 0 <= rf <= 4:
+            raise ConfigError(
+                "refine", f"got {rf!r}; use an integer from 0 (no refinement) to 4 (3 x 3 passes around the optimum)"
+            )
         _int("batch_size", self.batch_size, lo=1, hi=65_536)
         _int("seq_len", self.seq_len, lo=2, hi=65_536)
         _int("tokens_per_trial", self.tokens_per_trial, lo=self.batch_size * self.seq_len, hi=10**13)
@@ -271,7 +287,7 @@ class StudySpec:
                 "tokens_per_trial",
                 f"this study needs up to {self.total_tokens + self.extension_tokens:,} training tokens, more than the "
                 f"{self.preset!r} preset allows ({self.max_total_tokens:,}); reduce trials_per_width, "
-                "tokens_per_trial, seeds, replicate_best, extend_box or proxy widths, or use a larger preset",
+                "tokens_per_trial, seeds, replicate_best, extend_box, refine or proxy widths, or use a larger preset",
             )
         # Build one proxy config now so width/head/etc. errors surface at submission, not in a worker.
         for w in self.proxy_widths:
@@ -338,11 +354,12 @@ class StudySpec:
 
     @property
     def extension_tokens(self) -> int:
-        """Training tokens of the extra grid passes (`extend_box`) if every lane's optimum sat on an edge."""
+        """Training tokens of the extra grid passes (`extend_box`, `refine`) if every lane used all of them."""
         if self.sampler != "grid":
             return 0
         lanes = len(self.proxy_widths) * len(self.proxy_depths)
-        return lanes * (self.extend_box or 0) * self.trials_per_width * self.seeds * self.tokens_per_trial
+        passes = (self.extend_box or 0) * self.trials_per_width + (self.refine or 0) * 3 * 3
+        return lanes * passes * self.seeds * self.tokens_per_trial
 
     @property
     def total_trials(self) -> int:
@@ -414,8 +431,9 @@ class StudySpec:
                 data.pop(key, None)
         if data.get("target_lr") is None:
             data.pop("lr_rule", None)  # the rule only matters with a target_lr
-        if not data.get("extend_box"):  # 0 computes what specs without the field did
-            data.pop("extend_box", None)
+        for key in ("extend_box", "refine"):  # 0 computes what specs without the field did
+            if not data.get(key):
+                data.pop(key, None)
         if not data.get("replicate_best"):  # 0 replicates computes what specs without the field did
             data.pop("replicate_best", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -454,7 +472,7 @@ def parse_document(text: str) -> Any:
 
 
 # Fields whose 0 is a real choice (only None takes the preset's value).
-_ZERO_IS_A_CHOICE = frozenset({"replicate_best", "lr_falls_above_width", "extend_box"})
+_ZERO_IS_A_CHOICE = frozenset({"replicate_best", "lr_falls_above_width", "extend_box", "refine"})
 
 
 def _is_unset(value: Any, *, zero_is_a_choice: bool = False) -> bool:

@@ -11,6 +11,7 @@ import optuna
 import pytest
 
 from alphasearch.cache import ResultCache
+from alphasearch.errors import ConfigError
 from alphasearch.executor import Failed, Finished, InProcessExecutor
 from alphasearch.report import build_report
 from alphasearch.search import StudyRunner, make_storage, optuna_study_name
@@ -384,3 +385,38 @@ def test_an_optimum_on_the_edge_extends_the_box_with_a_recentred_grid_pass(env):
     # Resuming the finished study runs nothing more and keeps the boxes.
     assert StudyRunner(spec, "ext", env["url"], InProcessExecutor(), cache=env["cache"]).run() == "completed"
     assert len(study.get_trials(deepcopy=False)) == 8
+
+
+def test_a_refinement_pass_runs_a_3x3_grid_at_half_the_spacing_around_the_optimum(env):
+    """refine 1: after the 2 x 2 grid the lane runs a 3 x 3 pass centred on its optimum whose step is half
+    the grid's (in log), records it with the boxes (levels 3), runs each of its points once, and the
+    analysis sees the union. A resumed finished study runs nothing more."""
+    spec = StudySpec.from_dict({**TINY, "proxy_widths": [32], "sampler": "grid", "extend_box": 0, "refine": 1})
+    assert StudyRunner(spec, "zoom", env["url"], InProcessExecutor(), cache=env["cache"]).run() == "completed"
+    study = optuna.load_study(study_name=optuna_study_name("zoom", 32, 1), storage=env["url"])
+    trials = study.get_trials(deepcopy=False)
+    first, zoom = study.user_attrs["boxes"]
+    assert len(first) == 2 and zoom[2] == 3
+    for i, original in enumerate((spec.alpha_attn_range, spec.alpha_ffn_range)):
+        lo, hi = zoom[i]
+        assert math.isclose(hi / lo, original[1] / original[0], rel_tol=1e-6)  # 2 half steps = 1 grid step
+    ran = {(round(t.params["alpha_attn"], 9), round(t.params["alpha_ffn"], 9)) for t in trials}
+    assert len(ran) == len(trials), "a point ran twice"
+    centre = (math.sqrt(zoom[0][0] * zoom[0][1]), math.sqrt(zoom[1][0] * zoom[1][1]))
+    ring = [(a, f) for a in (zoom[0][0], centre[0], zoom[0][1]) for f in (zoom[1][0], centre[1], zoom[1][1])]
+    for a, f in ring:
+        assert any(math.isclose(a, x, rel_tol=1e-6) and math.isclose(f, y, rel_tol=1e-6) for x, y in ran), (a, f)
+    assert len(trials) in (12, 13)  # 4 + the 9 of the ring, less the centre when it is a grid point
+    completed = [t for t in trials if t.number < 4 and t.user_attrs["outcome"] == "completed"]
+    assert completed and all(t.user_attrs.get("outcome") for t in trials)
+    assert StudyRunner(spec, "zoom", env["url"], InProcessExecutor(), cache=env["cache"]).run() == "completed"
+    assert len(study.get_trials(deepcopy=False)) == len(trials)
+
+
+def test_refine_is_validated_and_leaves_old_ids_alone():
+    with pytest.raises(ConfigError) as e:
+        StudySpec.from_dict({**TINY, "refine": -1})
+    assert e.value.field == "refine"
+    plain = StudySpec.from_dict(TINY)
+    assert plain.refine == 0 and plain.fingerprint() == StudySpec.from_dict({**TINY, "refine": 0}).fingerprint()
+    assert StudySpec.from_dict({**TINY, "refine": 1}).fingerprint() != plain.fingerprint()
