@@ -407,7 +407,7 @@ class StudyRunner:
             return False
         k = math.isqrt(spec.trials_per_width)
         new = []
-        for i, (param, original) in enumerate(zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range), strict=True)):
+        for param, original in zip(points.PARAMS, (spec.alpha_attn_range, spec.alpha_ffn_range), strict=True):
             half = (original[1] / original[0]) ** (0.5 / (k - 1))  # half the grid's step
             value = min(max(getattr(opt, param), original[0] / 100), original[1] * 100)
             new.append((value / half, value * half))

@@ -194,6 +194,10 @@ class StudySpec:
     # tokens: never longer than the target itself. None: the preset's lr / budget, as before.
     target_lr: float | None = None
     target_tokens: int | None = None
+    # The std of the target's weight init (normal(0, std); GPT-2/LLaMA use 0.02). width_matched proxies then
+    # start with blocks at the target's relative size: std * sqrt(target_width / width); "fixed" proxies use
+    # std itself. None: 0.02, as before the field.
+    target_init_std: float | None = None
     lr_rule: str = "inverse_width"
 
     def __post_init__(self) -> None:
@@ -329,6 +333,12 @@ class StudySpec:
                     raise ConfigError(
                         "target_lr", f"lr_rule {self.lr_rule!r} gives proxy width {w} an lr of {self.lr_at(w):.3g} "
                         "(> 1); use wider proxies, lr_rule 'same', or check target_lr")
+        tis = self.target_init_std
+        if tis is not None:
+            if isinstance(tis, bool) or not isinstance(tis, (int, float)) or not (math.isfinite(tis) and 0 < tis <= 1):
+                raise ConfigError("target_init_std", f"got {tis!r}; use the std of the normal init of the target's "
+                                  "weight matrices, in (0, 1], e.g. 0.02")
+            self.target_init_std = float(tis)
         tt = self.target_tokens
         if tt is not None:
             _int("target_tokens", tt, lo=self.batch_size * self.seq_len, hi=10**15)
@@ -380,6 +390,8 @@ class StudySpec:
             embed_scale=self.embed_scale if (norm or self.norm) in SEARCH_NORMS else "one",
             init_scaling=self.init_scaling,
             init_reference_width=self.target_width,
+            init_std=None if self.target_init_std is None else self.target_init_std * (
+                math.sqrt(self.target_width / width) if self.init_scaling == "width_matched" else 1.0),
         )
 
     def train_config(self, *, seed: int, width: int | None = None, baseline: bool = False) -> TrainConfig:
@@ -426,7 +438,7 @@ class StudySpec:
             # nothing: ids of specs from before the field stay stable
             if not data.get(key):
                 data.pop(key, None)
-        for key in ("target_lr", "target_tokens"):  # unset: the spec computes what it did before them
+        for key in ("target_lr", "target_tokens", "target_init_std"):  # unset: the spec computes what it did before them
             if data.get(key) is None:
                 data.pop(key, None)
         if data.get("target_lr") is None:

@@ -48,6 +48,14 @@ class Recipe:
     seq_len: int = 128
     warmup: int = 20
     detect_stalls: bool = True
+    # 0: the store's first recipe (init std 0.0283 at every target width, transfer_runs.Run.init_std).
+    # N: every target starts with its blocks at the relative size of a width-N model with the usual 0.02
+    # init, std 0.02 * sqrt(N / width): the regime a real N-wide target is in, which the 0.02-at-small-width
+    # recipe is not (its residual stream outgrows tanh, docs/science.md). The studies get the same std.
+    init_like: int = 0
+
+    def init_std(self, width: int) -> float:
+        return 0.02 * math.sqrt(self.init_like / width) if self.init_like else 0.0
 
 
 RECIPE = Recipe()
@@ -55,7 +63,9 @@ ATTN_BOX, FFN_BOX = (0.05, 4.0), (0.02, 4.0)  # the study's default alpha box
 # The target's lr: the best of {2.5e-3, 5e-3, 1e-2, 2e-2} for DyT at (0.45, 0.28) in this recipe
 # (docs/science.md, "Does it transfer?"), i.e. what a user who tuned their lr would train with.
 DEFAULT_TARGET_LR = {128: 5e-3, 256: 5e-3, 512: 2.5e-3}
-RULES = ("inverse_width", "same", "preset")  # "preset": no target_lr, the quick preset's lr at every width
+# "preset": no target_lr, the quick preset's lr at every width; "recipe": the target's lr and init std as
+# they are (lr_rule same, init_scaling fixed), i.e. the target's recipe shrunk to the proxy width.
+RULES = ("inverse_width", "same", "preset", "recipe")
 
 
 def log_grid(lo: float, hi: float, k: int) -> list[float]:
@@ -88,7 +98,7 @@ class Truth:
 def _run(width: int, lr: float, a: float, f: float, seed: int, norm: str = "dyt") -> Run:
     r = RECIPE
     return Run(width, r.depth, _r(a), _r(f), lr, r.steps, seed, norm=norm, batch_size=r.batch, seq_len=r.seq_len,
-               warmup_steps=r.warmup, detect_stalls=r.detect_stalls)
+               warmup_steps=r.warmup, detect_stalls=r.detect_stalls, init_std=_r(r.init_std(width)))
 
 
 def measure_truth(store: RunStore, width: int, lr: float, seeds: int, processes: int, log: Any,
@@ -146,7 +156,12 @@ def study_spec(width: int, lr: float, rule: str, trials: int) -> dict[str, Any]:
     }
     if not RECIPE.detect_stalls:
         fields.update(detect_stalls=False, rmsnorm_baseline=False)
-    if rule != "preset":
+    if RECIPE.init_like:
+        fields["target_init_std"] = _r(RECIPE.init_std(width))
+    if rule == "recipe":  # the target's own recipe at the proxy width: its lr and its init std, unscaled
+        fields.update(target_lr=lr, lr_rule="same", init_scaling="fixed",
+                      target_init_std=_r(RECIPE.init_std(width)) or 0.02 * math.sqrt(2))
+    elif rule != "preset":
         fields.update(target_lr=lr, lr_rule=rule)
     return fields
 
@@ -228,13 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=RECIPE.batch, help="sequences per step")
     p.add_argument("--seq-len", type=int, default=RECIPE.seq_len, help="bytes per sequence")
     p.add_argument("--no-stall-check", action="store_true", help="toy runs only: never stop a run as stalled")
+    p.add_argument("--init-like", type=int, default=0,
+                   help="targets (and studies) init like a width-N model: std 0.02 x sqrt(N / width); 0: 0.0283")
     p.add_argument("--truth-only", action="store_true", help="measure the targets' optima, no studies")
     p.add_argument("--studies-only", action="store_true", help="run the proxy studies only (no target runs)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--markdown", action="store_true", help="print the docs/science.md tables")
     args = p.parse_args(argv)
     RECIPE = Recipe(steps=args.steps, batch=args.batch, seq_len=args.seq_len,
-                    warmup=min(RECIPE.warmup, args.steps - 1), detect_stalls=not args.no_stall_check)
+                    warmup=min(RECIPE.warmup, args.steps - 1), detect_stalls=not args.no_stall_check,
+                    init_like=args.init_like)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

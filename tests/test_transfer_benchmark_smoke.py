@@ -43,3 +43,22 @@ def test_transfer_benchmark_runs_end_to_end_and_resumes_from_its_store(
     assert main(argv) == 0  # a second run trains nothing new
     capsys.readouterr()
     assert len(RunStore(store).records) == trained
+
+
+def test_targets_initialised_like_a_wider_model_and_the_recipe_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--init-like N trains every target at std 0.02 x sqrt(N / W) (its runs keyed apart from the default
+    recipe's) and gives the studies the same target_init_std; the "recipe" rule runs its proxies at the
+    target's own lr and init std."""
+    store = tmp_path / "runs.jsonl"
+    argv = ["--targets", "128", "--rules", "recipe", "--seeds", "2", "--trials", "4", "--processes", "1",
+            "--grid", "3", "--steps", "3", "--batch", "2", "--seq-len", "16", "--no-stall-check", "--init-like",
+            "512", "--store", str(store), "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    [target] = out["targets"]
+    assert out["recipe"]["init_like"] == 512 and target["studies"]["recipe"]["proxy_widths"] == [32]
+    records = RunStore(store).records
+    assert records and all(r["key"].endswith("|init0.04") for r in records.values()), list(records)[:3]
+    assert all(r["init_std"] == pytest.approx(0.02 * math.sqrt(512 / 128)) for r in records.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
@@ -202,3 +203,19 @@ def test_target_tokens_caps_the_proxy_budget_and_bad_recipes_name_the_field() ->
         with pytest.raises(ConfigError, match=field) as err:
             StudySpec.from_dict({**base, **bad})
         assert err.value.field == field
+
+
+def test_target_init_std_sets_the_proxies_init_by_the_init_scaling_and_keeps_old_ids() -> None:
+    base = {"preset": "quick", "target_width": 1024, "target_depth": 8}
+    plain = StudySpec.from_dict(base)
+    assert plain.model_config(64, 4, 0.5, 0.5).init_std == pytest.approx(0.02 * math.sqrt(1024 / 64))
+    spec = StudySpec.from_dict({**base, "target_init_std": 0.01})
+    assert spec.model_config(64, 4, 0.5, 0.5).init_std == pytest.approx(0.01 * math.sqrt(1024 / 64))
+    fixed = StudySpec.from_dict({**base, "target_init_std": 0.01, "init_scaling": "fixed"})
+    assert fixed.model_config(64, 4, 0.5, 0.5).init_std == pytest.approx(0.01)
+    assert spec.fingerprint() != plain.fingerprint()
+    assert StudySpec.from_dict({**base, "target_init_std": None}).fingerprint() == plain.fingerprint()
+    for bad in (0, -0.02, 2.0, "0.02", True):
+        with pytest.raises(ConfigError) as err:
+            StudySpec.from_dict({**base, "target_init_std": bad})
+        assert err.value.field == "target_init_std"
